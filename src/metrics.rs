@@ -1,0 +1,69 @@
+//! Process-wide counters, exposed in the Prometheus text format.
+//!
+//! Deliberately tiny: a fixed set of counters keyed by `(name, label)` where
+//! both are `&'static str`, so no caller can ever put a token (or any other
+//! peer-controlled string) into a metric label.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+type Key = (&'static str, &'static str);
+
+fn registry() -> &'static Mutex<BTreeMap<Key, &'static AtomicI64>> {
+    static REG: OnceLock<Mutex<BTreeMap<Key, &'static AtomicI64>>> = OnceLock::new();
+    REG.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+/// Returns the counter for `name{reason="label"}` (label may be empty),
+/// creating it on first use. Counters live for the whole process.
+pub fn counter(name: &'static str, label: &'static str) -> &'static AtomicI64 {
+    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+    reg.entry((name, label))
+        .or_insert_with(|| Box::leak(Box::new(AtomicI64::new(0))))
+}
+
+/// Adds one to `name{reason="label"}`.
+pub fn incr(name: &'static str, label: &'static str) {
+    counter(name, label).fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `delta` (may be negative, for gauges) to `name{reason="label"}`.
+pub fn add(name: &'static str, label: &'static str, delta: i64) {
+    counter(name, label).fetch_add(delta, Ordering::Relaxed);
+}
+
+/// Current value of `name{reason="label"}` (0 if never touched).
+pub fn get(name: &'static str, label: &'static str) -> i64 {
+    counter(name, label).load(Ordering::Relaxed)
+}
+
+/// Renders every counter in the Prometheus text exposition format.
+pub fn render() -> String {
+    let reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = String::new();
+    for ((name, label), value) in reg.iter() {
+        let v = value.load(Ordering::Relaxed);
+        if label.is_empty() {
+            out.push_str(&format!("{name} {v}\n"));
+        } else {
+            out.push_str(&format!("{name}{{reason=\"{label}\"}} {v}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_with_and_without_label() {
+        incr("rowgate_test_total", "");
+        incr("rowgate_test_refused_total", "expired");
+        incr("rowgate_test_refused_total", "expired");
+        let text = render();
+        assert!(text.contains("rowgate_test_total 1\n"));
+        assert!(text.contains("rowgate_test_refused_total{reason=\"expired\"} 2\n"));
+    }
+}
