@@ -67,3 +67,27 @@ mod tests {
         assert!(text.contains("rowgate_test_refused_total{reason=\"expired\"} 2\n"));
     }
 }
+
+/// Serves `GET /metrics` (any path, really) in the Prometheus text format on
+/// `addr`, in the background.
+pub async fn serve(addr: &str) -> std::io::Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut req = [0u8; 1024];
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut req))
+                    .await;
+                let body = render();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok(local)
+}

@@ -1,0 +1,121 @@
+//! The `rowgate` command line.
+
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// rowgate: a PostgreSQL proxy that turns a JWT password into a verified,
+/// transaction-local identity for Row-Level Security.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy with a config file.
+    Serve {
+        /// Path to the TOML config (see config/rowgate.example.toml).
+        #[arg(long, short, default_value = "config/rowgate.toml")]
+        config: PathBuf,
+    },
+    /// Check a config file and explain what is wrong with it.
+    Check {
+        /// Path to the TOML config.
+        #[arg(long, short, default_value = "config/rowgate.toml")]
+        config: PathBuf,
+    },
+    /// Install rowgate's SQL (auth schema, helpers, example RLS table) into a
+    /// database. Idempotent.
+    Migrate {
+        /// Administrator URL of the database, e.g.
+        /// postgres://postgres:pw@127.0.0.1:5432/app.
+        #[arg(long, env = "ROWGATE_MIGRATE_URL")]
+        upstream: String,
+        /// Grant the `rowgate_user` role to this role (rowgate's login role,
+        /// e.g. authenticator). Repeatable.
+        #[arg(long)]
+        grant_to: Vec<String>,
+    },
+    /// Mint a development token (RS256 with a PEM private key, or HS256 with
+    /// a secret).
+    Token(crate::devtools::TokenArgs),
+    /// Start a throwaway PostgreSQL, apply the migrations, start rowgate on
+    /// it, and print ready-to-paste psql commands for two demo users.
+    Dev(crate::devtools::DevArgs),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROWGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rowgate: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(run(cli.command));
+    match result {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("rowgate: {message}");
+            1
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve { config } => {
+            let config = Config::load(&config).map_err(|e| e.to_string())?;
+            let server = crate::start(config).await.map_err(|e| e.to_string())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => server.stop(),
+                _ = terminate() => server.stop(),
+            }
+            Ok(())
+        }
+        Command::Check { config } => {
+            let cfg = Config::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+            println!(
+                "{}: OK (listen {}, upstream {} as {}, pool_size {})",
+                config.display(),
+                cfg.listen.addr,
+                crate::upstream::Target::from_url(&cfg.upstream.url)?.display_addr(),
+                crate::upstream::Target::from_url(&cfg.upstream.url)?.user,
+                cfg.upstream.pool_size
+            );
+            Ok(())
+        }
+        Command::Migrate { upstream, grant_to } => {
+            for name in crate::migrate::apply(&upstream, &grant_to).await? {
+                println!("applied {name}");
+            }
+            Ok(())
+        }
+        Command::Token(args) => crate::devtools::token(args),
+        Command::Dev(args) => crate::devtools::dev(args).await,
+    }
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,78 @@
+//! What rowgate expects back from the upstream server, in order.
+//!
+//! The server answers extended-protocol messages strictly in order, so a
+//! queue with one entry per message that produces a reply tells rowgate,
+//! for every server message, whether it belongs to the client (forward) or
+//! to something rowgate slipped in (swallow): the identity statement, a
+//! re-prepare of a client's statement on a new connection. Entries can also
+//! carry a reply rowgate makes itself (`Emit`), released in its turn.
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// One expected reply.
+#[derive(Debug)]
+pub struct Expect {
+    /// Which message it answers.
+    pub kind: Kind,
+    /// Whether the client must not see the reply (rowgate sent the message).
+    pub swallow: bool,
+}
+
+/// The message an [`Expect`] answers.
+#[derive(Debug)]
+pub enum Kind {
+    /// Parse → ParseComplete.
+    Parse(ParseNote),
+    /// Bind → BindComplete.
+    Bind,
+    /// Describe → [ParameterDescription] RowDescription/NoData.
+    Describe,
+    /// Execute → rows, then CommandComplete/EmptyQueryResponse/PortalSuspended.
+    Execute,
+    /// Close → CloseComplete.
+    Close,
+    /// Sync → ReadyForQuery.
+    Sync,
+    /// Query → any replies, then ReadyForQuery.
+    Query,
+    /// FunctionCall → FunctionCallResponse, ReadyForQuery.
+    FunctionCall,
+    /// A reply rowgate makes itself, sent when everything before it is done.
+    Emit(Bytes),
+}
+
+impl Kind {
+    /// Whether ReadyForQuery ends this entry.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Kind::Sync | Kind::Query | Kind::FunctionCall)
+    }
+}
+
+/// What to undo if a Parse fails or is skipped.
+#[derive(Debug, Default)]
+pub struct ParseNote {
+    /// Upstream statement name rowgate recorded as prepared.
+    pub upstream: Option<Arc<str>>,
+    /// The client's name for it.
+    pub client: Option<Box<[u8]>>,
+    /// This is rowgate's identity statement.
+    pub identity: bool,
+}
+
+impl Expect {
+    /// An entry whose reply goes to the client.
+    pub fn forward(kind: Kind) -> Self {
+        Expect {
+            kind,
+            swallow: false,
+        }
+    }
+    /// An entry whose reply rowgate swallows.
+    pub fn swallow(kind: Kind) -> Self {
+        Expect {
+            kind,
+            swallow: true,
+        }
+    }
+}

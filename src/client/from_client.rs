@@ -1,0 +1,319 @@
+//! Messages from the client: where batches start (and transactions get
+//! their identity), and how statement names are mapped to upstream names.
+
+use super::expect::{Expect, Kind, ParseNote};
+use super::session::{Attachment, End, Phase, Session, Statement, Upstream};
+use crate::wire::backend;
+use crate::wire::frontend::{self, put_bind, put_parse, put_target};
+use crate::wire::{next_frame, peek_frame_len, Frame, MAX_MESSAGE_LEN};
+use std::sync::Arc;
+
+/// Whether a message of this type, arriving between batches, starts a new
+/// batch (and so may start a transaction).
+fn starts_batch(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'F' | b'P' | b'B' | b'D' | b'E' | b'C' | b'S')
+}
+
+/// Statement texts after which rowgate no longer trusts its record of what
+/// is prepared on the connection: the client may have run DEALLOCATE,
+/// DISCARD or PREPARE by SQL. A substring test is deliberately broad: a
+/// false alarm only costs a re-prepare.
+fn touches_prepared_statements(sql: &[u8]) -> bool {
+    const WORDS: [&[u8]; 3] = [b"prepare", b"dealloc", b"discard"];
+    sql.windows(7)
+        .any(|w| WORDS.iter().any(|word| w.eq_ignore_ascii_case(word)))
+}
+
+impl Session {
+    /// Handles every complete client message in the buffer. Returns true
+    /// when the next message must wait for the server (it starts a new batch
+    /// while replies to the previous one are still outstanding).
+    pub(super) async fn process_client_input(&mut self) -> Result<bool, End> {
+        loop {
+            let Some(len) = peek_frame_len(&self.crbuf, MAX_MESSAGE_LEN)? else {
+                return Ok(false);
+            };
+            if self.crbuf.len() < len {
+                return Ok(false);
+            }
+            let tag = self.crbuf[0];
+            if self.phase == Phase::Ready && starts_batch(tag) {
+                if let Upstream::Attached(a) = &self.upstream {
+                    if !a.expect.is_empty() {
+                        return Ok(true);
+                    }
+                }
+            }
+            let Some(frame) = next_frame(&mut self.crbuf, MAX_MESSAGE_LEN)? else {
+                return Ok(false);
+            };
+            self.on_client_frame(frame).await?;
+        }
+    }
+
+    async fn on_client_frame(&mut self, frame: Frame) -> Result<(), End> {
+        let tag = frame.tag();
+        match tag {
+            b'X' => return Err(End::ClientGone),
+            b'd' | b'c' | b'f' | b'H' => {
+                // Copy data and Flush belong to whatever is in flight; with
+                // nothing in flight the server would ignore them too.
+                if let Upstream::Attached(a) = &mut self.upstream {
+                    a.out.extend_from_slice(frame.as_bytes());
+                }
+                return Ok(());
+            }
+            t if !starts_batch(t) => {
+                return Err(End::Protocol(format!(
+                    "invalid frontend message type {:?}",
+                    t as char
+                )))
+            }
+            _ => {}
+        }
+        match self.phase {
+            Phase::Skip => {
+                if tag == b'S' {
+                    self.cwbuf
+                        .extend_from_slice(&backend::ready_for_query(b'I'));
+                    self.phase = Phase::Ready;
+                }
+                return Ok(());
+            }
+            Phase::Ready => {
+                if !self.begin_batch(tag).await {
+                    return Ok(());
+                }
+                if !matches!(tag, b'Q' | b'F' | b'S') {
+                    self.phase = Phase::Batch;
+                }
+            }
+            Phase::Batch => {
+                if matches!(tag, b'S' | b'Q' | b'F') {
+                    self.phase = Phase::Ready;
+                }
+            }
+        }
+        self.forward(frame)
+    }
+
+    /// Prepares the upstream for a batch that starts with `tag`. Returns
+    /// false when the batch was answered or refused by rowgate itself.
+    async fn begin_batch(&mut self, tag: u8) -> bool {
+        let new_transaction = match &self.upstream {
+            Upstream::Attached(a) => a.status == b'I',
+            Upstream::Detached => {
+                if tag == b'S' {
+                    // A Sync with nothing before it: no transaction to run.
+                    self.cwbuf
+                        .extend_from_slice(&backend::ready_for_query(b'I'));
+                    return false;
+                }
+                true
+            }
+        };
+        if !new_transaction {
+            // Inside the client's transaction (`T`) or its failed one (`E`):
+            // the identity is already set, or injecting would fail and make
+            // the server skip the client's ROLLBACK.
+            return true;
+        }
+        if let Some(message) = self.expired_message() {
+            crate::metrics::incr("rowgate_auth_failures_total", "expired_in_session");
+            self.release();
+            self.refuse_batch(tag, "28000", &message);
+            return false;
+        }
+        if matches!(self.upstream, Upstream::Detached) {
+            if let Err((code, message)) = self.attach().await {
+                self.refuse_batch(tag, code, &message);
+                return false;
+            }
+        }
+        self.inject_identity();
+        true
+    }
+
+    /// Queues one batch message upstream, renaming statements as needed.
+    fn forward(&mut self, frame: Frame) -> Result<(), End> {
+        let max_prepared = self.shared.pool.max_prepared();
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return Err(End::Desync("batch message without a connection"));
+        };
+        let body = frame.body();
+        match frame.tag() {
+            b'P' => {
+                let p = frontend::parse_parts(body)?;
+                if touches_prepared_statements(p.spec) {
+                    forget_prepared(a);
+                }
+                if p.name.is_empty() {
+                    self.unnamed = Some(Arc::new(Statement::new(p.spec)));
+                    a.unnamed_here = true;
+                    a.out.extend_from_slice(frame.as_bytes());
+                    a.expect
+                        .push_back(Expect::forward(Kind::Parse(ParseNote::default())));
+                } else {
+                    let stmt = Arc::new(Statement::new(p.spec));
+                    let client_name: Box<[u8]> = p.name.into();
+                    self.statements.insert(client_name.clone(), stmt.clone());
+                    if a.conn.prepared.touch(&stmt.upstream) {
+                        let done = backend::parse_complete();
+                        a.expect.push_back(Expect::forward(Kind::Emit(done)));
+                    } else {
+                        prepare(a, &stmt, Some(client_name), false, max_prepared);
+                    }
+                }
+            }
+            b'B' => {
+                let b = frontend::bind_parts(body)?;
+                let name = self.resolve(b.statement, max_prepared)?;
+                let Upstream::Attached(a) = &mut self.upstream else {
+                    return Err(End::Desync("lost connection while binding"));
+                };
+                match name {
+                    None => a.out.extend_from_slice(frame.as_bytes()),
+                    Some(n) => put_bind(&mut a.out, b.portal, n.as_bytes(), b.rest),
+                }
+                a.expect.push_back(Expect::forward(Kind::Bind));
+            }
+            b'D' => {
+                let t = frontend::target(body, "Describe")?;
+                let name = match t.kind {
+                    b'S' => self.resolve(t.name, max_prepared)?,
+                    _ => None,
+                };
+                let Upstream::Attached(a) = &mut self.upstream else {
+                    return Err(End::Desync("lost connection while describing"));
+                };
+                match name {
+                    None => a.out.extend_from_slice(frame.as_bytes()),
+                    Some(n) => put_target(&mut a.out, b'D', b'S', n.as_bytes()),
+                }
+                a.expect.push_back(Expect::forward(Kind::Describe));
+            }
+            b'C' => {
+                let t = frontend::target(body, "Close")?;
+                if t.kind == b'S' && !t.name.is_empty() {
+                    // The upstream statement stays cached for other clients;
+                    // only this client's name for it goes away.
+                    self.statements.remove(t.name);
+                    let done = backend::close_complete();
+                    a.expect.push_back(Expect::forward(Kind::Emit(done)));
+                } else {
+                    if t.kind == b'S' {
+                        self.unnamed = None;
+                    }
+                    a.out.extend_from_slice(frame.as_bytes());
+                    a.expect.push_back(Expect::forward(Kind::Close));
+                }
+            }
+            b'E' => {
+                a.out.extend_from_slice(frame.as_bytes());
+                a.expect.push_back(Expect::forward(Kind::Execute));
+            }
+            b'S' => {
+                a.out.extend_from_slice(frame.as_bytes());
+                a.expect.push_back(Expect::forward(Kind::Sync));
+            }
+            b'Q' => {
+                if touches_prepared_statements(body) {
+                    forget_prepared(a);
+                }
+                a.out.extend_from_slice(frame.as_bytes());
+                a.expect.push_back(Expect::forward(Kind::Query));
+            }
+            b'F' => {
+                a.out.extend_from_slice(frame.as_bytes());
+                a.expect.push_back(Expect::forward(Kind::FunctionCall));
+            }
+            _ => return Err(End::Desync("unexpected message in batch")),
+        }
+        self.drain_emits();
+        Ok(())
+    }
+
+    /// Maps a client statement name to the upstream one, preparing it on
+    /// this connection first if needed. `None` means "send as is" (the
+    /// unnamed statement).
+    fn resolve(&mut self, name: &[u8], max_prepared: usize) -> Result<Option<Arc<str>>, End> {
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return Err(End::Desync("resolve without a connection"));
+        };
+        if name.is_empty() {
+            if !a.unnamed_here {
+                if let Some(u) = &self.unnamed {
+                    put_parse(&mut a.out, b"", &u.spec);
+                    a.expect
+                        .push_back(Expect::swallow(Kind::Parse(ParseNote::default())));
+                    a.unnamed_here = true;
+                }
+            }
+            return Ok(None);
+        }
+        match self.statements.get(name) {
+            Some(stmt) => {
+                if !a.conn.prepared.touch(&stmt.upstream) {
+                    prepare(a, stmt, None, true, max_prepared);
+                }
+                Ok(Some(stmt.upstream.clone()))
+            }
+            // Let the server report the missing statement, under a name no
+            // real statement can have, so its error and its skip-to-Sync
+            // behaviour are exactly PostgreSQL's.
+            None => Ok(Some(
+                format!("rowgate_unknown:{}", String::from_utf8_lossy(name)).into(),
+            )),
+        }
+    }
+}
+
+/// Prepares `stmt` on the attached connection (Close first, in case a
+/// client's SQL-level PREPARE took the name), evicting the least recently
+/// used statement beyond the cap.
+fn prepare(
+    a: &mut Attachment,
+    stmt: &Statement,
+    client: Option<Box<[u8]>>,
+    swallow: bool,
+    max_prepared: usize,
+) {
+    put_target(&mut a.out, b'C', b'S', stmt.upstream.as_bytes());
+    a.expect.push_back(Expect::swallow(Kind::Close));
+    put_parse(&mut a.out, stmt.upstream.as_bytes(), &stmt.spec);
+    let note = ParseNote {
+        upstream: Some(stmt.upstream.clone()),
+        client,
+        identity: false,
+    };
+    a.expect.push_back(Expect {
+        kind: Kind::Parse(note),
+        swallow,
+    });
+    if let Some(victim) = a.conn.prepared.insert(stmt.upstream.clone(), max_prepared) {
+        put_target(&mut a.out, b'C', b'S', victim.as_bytes());
+        a.expect.push_back(Expect::swallow(Kind::Close));
+    }
+}
+
+/// Forgets what rowgate believed was prepared on this connection.
+fn forget_prepared(a: &mut Attachment) {
+    a.conn.prepared.clear();
+    a.conn.identity_prepared = false;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_management_sql_is_noticed() {
+        assert!(touches_prepared_statements(b"DEALLOCATE ALL"));
+        assert!(touches_prepared_statements(b"discard all"));
+        assert!(touches_prepared_statements(b"PrePare x as select 1"));
+        assert!(!touches_prepared_statements(
+            b"select * from pgbench_accounts"
+        ));
+        assert!(!touches_prepared_statements(b"prep"));
+    }
+}

@@ -1,0 +1,176 @@
+//! Messages from the server: forwarded as framed bytes, except replies to
+//! what rowgate slipped in, which are swallowed. ReadyForQuery `I` with
+//! nothing outstanding ends the transaction and frees the connection.
+
+use super::expect::{Expect, Kind};
+use super::session::{Attachment, End, Session, Upstream};
+use crate::wire::frontend::put_sync;
+use crate::wire::{next_frame, MAX_MESSAGE_LEN};
+
+/// What to do with one server message.
+enum Route {
+    Forward,
+    Swallow,
+}
+
+impl Session {
+    /// Handles every complete server message that has arrived.
+    pub(super) fn process_server_input(&mut self) -> Result<(), End> {
+        loop {
+            let Upstream::Attached(a) = &mut self.upstream else {
+                return Ok(());
+            };
+            let frame = match next_frame(&mut a.conn.rbuf, MAX_MESSAGE_LEN) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(End::UpstreamLost(format!(
+                        "invalid message from server: {e}"
+                    )))
+                }
+            };
+            let route = match frame.tag() {
+                b'1' | b'2' | b'3' => pop_reply(a, frame.tag())?,
+                b't' => route_of_front(a),
+                b'T' | b'n' => match a.expect.front().map(|e| &e.kind) {
+                    Some(Kind::Describe) => pop_reply(a, frame.tag())?,
+                    _ => Route::Forward,
+                },
+                b'D' => route_of_front(a),
+                b'C' | b'I' | b's' => match a.expect.front().map(|e| &e.kind) {
+                    Some(Kind::Execute) => pop_reply(a, frame.tag())?,
+                    _ => Route::Forward,
+                },
+                b'E' => {
+                    self.on_error();
+                    Route::Forward
+                }
+                b'Z' => {
+                    self.cwbuf.extend_from_slice(frame.as_bytes());
+                    self.on_ready(frame.body().first().copied().unwrap_or(b'?'))?;
+                    continue;
+                }
+                _ => Route::Forward,
+            };
+            if let Route::Forward = route {
+                self.cwbuf.extend_from_slice(frame.as_bytes());
+            }
+            self.drain_emits();
+        }
+    }
+
+    /// Sends replies rowgate made itself once everything before them is done.
+    pub(super) fn drain_emits(&mut self) {
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return;
+        };
+        while let Some(Expect {
+            kind: Kind::Emit(_),
+            ..
+        }) = a.expect.front()
+        {
+            if let Some(Expect {
+                kind: Kind::Emit(bytes),
+                ..
+            }) = a.expect.pop_front()
+            {
+                self.cwbuf.extend_from_slice(&bytes);
+            }
+        }
+    }
+
+    /// An ErrorResponse. In the extended protocol the server now skips
+    /// everything up to the next Sync, so the replies those messages would
+    /// have produced are struck from the queue (and what they would have
+    /// created is forgotten).
+    fn on_error(&mut self) {
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return;
+        };
+        match a.expect.front().map(|e| &e.kind) {
+            None | Some(Kind::Sync) | Some(Kind::Query) | Some(Kind::FunctionCall) => return,
+            _ => {}
+        }
+        let mut skipped_terminal = false;
+        while let Some(front) = a.expect.front() {
+            if matches!(front.kind, Kind::Sync) {
+                break;
+            }
+            let Some(e) = a.expect.pop_front() else { break };
+            match e.kind {
+                Kind::Parse(note) => {
+                    if let Some(name) = &note.upstream {
+                        a.conn.prepared.remove(name);
+                    }
+                    if note.identity {
+                        a.conn.identity_prepared = false;
+                    }
+                    if let Some(client) = &note.client {
+                        let same = self
+                            .statements
+                            .get(client)
+                            .zip(note.upstream.as_ref())
+                            .is_some_and(|(s, u)| &s.upstream == u);
+                        if same {
+                            self.statements.remove(client);
+                        }
+                    }
+                }
+                Kind::Query | Kind::FunctionCall => skipped_terminal = true,
+                _ => {}
+            }
+        }
+        if skipped_terminal {
+            // rowgate's own statement failed ahead of a simple Query, which
+            // the server then skipped: a Sync gets the client the
+            // ReadyForQuery its Query is owed.
+            put_sync(&mut a.out);
+            a.expect.push_back(Expect::forward(Kind::Sync));
+        }
+    }
+
+    /// ReadyForQuery: the batch is done.
+    fn on_ready(&mut self, status: u8) -> Result<(), End> {
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return Ok(());
+        };
+        loop {
+            match a.expect.pop_front() {
+                Some(e) if e.kind.is_terminal() => break,
+                Some(_) => continue,
+                None => return Err(End::Desync("ReadyForQuery with nothing outstanding")),
+            }
+        }
+        a.status = status;
+        if a.expect.is_empty() && status == b'I' {
+            self.release();
+        }
+        Ok(())
+    }
+}
+
+/// Pops the entry a completion message answers, checking it is the right one.
+fn pop_reply(a: &mut Attachment, tag: u8) -> Result<Route, End> {
+    let expected = match tag {
+        b'1' => matches!(a.expect.front().map(|e| &e.kind), Some(Kind::Parse(_))),
+        b'2' => matches!(a.expect.front().map(|e| &e.kind), Some(Kind::Bind)),
+        b'3' => matches!(a.expect.front().map(|e| &e.kind), Some(Kind::Close)),
+        _ => true,
+    };
+    if !expected {
+        return Err(End::Desync("reply does not match the message in flight"));
+    }
+    match a.expect.pop_front() {
+        Some(e) if e.swallow => Ok(Route::Swallow),
+        Some(_) => Ok(Route::Forward),
+        None => Err(End::Desync("reply with nothing in flight")),
+    }
+}
+
+/// Routes a message that belongs to the entry in front without ending it.
+fn route_of_front(a: &Attachment) -> Route {
+    match a.expect.front() {
+        Some(e) if e.swallow => Route::Swallow,
+        _ => Route::Forward,
+    }
+}

@@ -1,0 +1,180 @@
+//! The client side: the listener, the startup phase ([`startup`]), and the
+//! per-client transaction-pooling state machine ([`session`]).
+
+mod cancel;
+mod expect;
+mod from_client;
+mod from_server;
+mod session;
+pub mod startup;
+mod tls;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::metrics;
+use crate::upstream::Pool;
+use crate::wire::stream::Stream;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub use cancel::CancelRegistry;
+
+/// What every client task shares.
+pub struct Shared {
+    /// The configuration in force.
+    pub config: Config,
+    /// Verifies tokens.
+    pub auth: Arc<Authenticator>,
+    /// Upstream connections.
+    pub pool: Pool,
+    /// Client-side TLS, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Cancel keys.
+    pub cancels: CancelRegistry,
+    /// Parse payload of the identity statement.
+    pub identity_spec: Bytes,
+}
+
+/// Why rowgate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running rowgate: its address, and a way to stop it.
+pub struct Server {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// Stops accepting clients (running sessions finish on their own).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+    /// Waits until the accept loop has ended.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+    /// Upstream connections idle in the pool.
+    pub fn idle_upstream_connections(&self) -> usize {
+        self.shared.pool.idle_count()
+    }
+}
+
+/// The SQL of the identity statement for `n` settings:
+/// `SELECT set_config($1, $2, true), ...`, values bound as parameters.
+fn identity_spec(n: usize) -> Bytes {
+    let calls: Vec<String> = (0..n)
+        .map(|i| format!("set_config(${}, ${}, true)", 2 * i + 1, 2 * i + 2))
+        .collect();
+    let sql = format!("SELECT {}", calls.join(", "));
+    let mut spec = BytesMut::new();
+    crate::wire::put_cstr(&mut spec, sql.as_bytes());
+    spec.put_i16(0);
+    spec.freeze()
+}
+
+/// Binds the listener and starts serving clients in the background.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    let auth = Authenticator::new(&config.auth, &config.identity)
+        .await
+        .map_err(|e| StartError::Config(format!("[auth] {e}")))?;
+    let pool =
+        Pool::new(&config.upstream).map_err(|e| StartError::Config(format!("[upstream] {e}")))?;
+    let tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(StartError::Config)?),
+        _ => None,
+    };
+    let listener = TcpListener::bind(&config.listen.addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen.addr.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen.addr.clone(),
+        source,
+    })?;
+    if let Some(maddr) = &config.metrics.addr {
+        crate::metrics::serve(maddr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: maddr.clone(),
+                source,
+            })?;
+    }
+    let shared = Arc::new(Shared {
+        identity_spec: identity_spec(auth.setting_names().len()),
+        config,
+        auth,
+        pool,
+        tls,
+        cancels: CancelRegistry::default(),
+    });
+    let (stop, mut stopped) = watch::channel(false);
+    let loop_shared = shared.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        tokio::spawn(handle_client(tcp, peer, loop_shared.clone()));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a
+                        // moment instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                _ = stopped.changed() => break,
+            }
+        }
+    });
+    tracing::info!(%addr, upstream = %shared.pool.target().display_addr(), "rowgate listening");
+    Ok(Server {
+        addr,
+        stop,
+        task,
+        shared,
+    })
+}
+
+async fn handle_client(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = tcp.set_nodelay(true);
+    metrics::add("rowgate_clients_connected", "", 1);
+    match startup::handshake(Stream::Plain(tcp), peer, &shared).await {
+        Ok(ok) => {
+            let key = shared.cancels.register();
+            let session =
+                session::Session::new(shared.clone(), ok.stream, ok.pending, ok.identity, key);
+            session.run().await;
+            shared.cancels.unregister(key);
+        }
+        Err((Some(mut stream), startup::StartupEnd::Refuse { code, message })) => {
+            startup::send_fatal(&mut stream, code, &message).await;
+        }
+        Err(_) => {}
+    }
+    metrics::add("rowgate_clients_connected", "", -1);
+}

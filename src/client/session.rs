@@ -1,0 +1,366 @@
+//! One authenticated client: the transaction-pooling state machine.
+//!
+//! Between transactions the client holds no upstream connection
+//! ([`Upstream::Detached`]). The first message of a batch borrows one from
+//! the pool, and rowgate puts the identity statement (an unsynced
+//! Bind/Execute of `SELECT set_config($1, $2, true), ...`) in front of the
+//! client's own messages, so it runs in the same transaction at no extra
+//! round trip. When the server reports ReadyForQuery `I` with nothing else
+//! outstanding, the transaction is over, its settings are gone, and the
+//! connection goes back to the pool.
+
+use super::expect::{Expect, Kind};
+use super::Shared;
+use crate::auth::{Identity, OnExpiry};
+use crate::upstream::PooledConn;
+use crate::wire::backend::{self, Severity};
+use crate::wire::frontend;
+use crate::wire::stream::Stream;
+use crate::wire::WireError;
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+
+/// Name of rowgate's identity statement on every upstream connection.
+pub(super) const IDENTITY_STATEMENT: &[u8] = b"rowgate_identity";
+
+/// A client's prepared statement: its upstream name (content-addressed, so
+/// clients preparing the same text share it) and its Parse payload, kept to
+/// prepare it again on whichever connection the client lands on next.
+pub(super) struct Statement {
+    pub upstream: Arc<str>,
+    pub spec: Bytes,
+}
+
+impl Statement {
+    pub fn new(spec: &[u8]) -> Statement {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(spec);
+        Statement {
+            upstream: format!("rg_{}", hex::encode(&digest[..12])).into(),
+            spec: Bytes::copy_from_slice(spec),
+        }
+    }
+}
+
+/// Where the client is in the message flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Between batches: the next Query, Parse, Bind, ... starts a new one.
+    Ready,
+    /// Inside an extended-protocol batch, until its Sync.
+    Batch,
+    /// rowgate refused the batch itself; discard until Sync, like a server.
+    Skip,
+}
+
+/// The upstream connection, if the client holds one.
+pub(super) enum Upstream {
+    /// No connection: no transaction is open.
+    Detached,
+    /// A pooled connection, lent for the current transaction.
+    Attached(Box<Attachment>),
+}
+
+/// A lent connection and what is in flight on it.
+pub(super) struct Attachment {
+    pub conn: PooledConn,
+    /// Replies still owed by the server, oldest first.
+    pub expect: VecDeque<Expect>,
+    /// Last ReadyForQuery status (`I`, `T`, `E`).
+    pub status: u8,
+    /// Bytes waiting to be written upstream.
+    pub out: BytesMut,
+    /// Whether the client's unnamed statement exists on this connection.
+    pub unnamed_here: bool,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub(super) enum End {
+    /// Terminate, or the client closed its socket.
+    ClientGone,
+    /// The client broke the protocol.
+    Protocol(String),
+    /// The upstream connection failed mid-transaction.
+    UpstreamLost(String),
+    /// rowgate lost track of the server's replies (a bug); fail safe.
+    Desync(&'static str),
+    /// Closed for idleness.
+    IdleTimeout,
+}
+
+impl From<WireError> for End {
+    fn from(e: WireError) -> Self {
+        End::Protocol(e.to_string())
+    }
+}
+
+/// One client session.
+pub(super) struct Session {
+    pub client: Stream,
+    pub crbuf: BytesMut,
+    pub cwbuf: BytesMut,
+    pub shared: Arc<Shared>,
+    pub identity: Identity,
+    /// Identity values as bind parameters: name, value, name, value, ...
+    pub identity_params: Vec<Bytes>,
+    pub statements: HashMap<Box<[u8]>, Arc<Statement>>,
+    pub unnamed: Option<Arc<Statement>>,
+    pub phase: Phase,
+    pub upstream: Upstream,
+    pub key: (i32, i32),
+}
+
+enum Event {
+    Client(std::io::Result<usize>),
+    Server(std::io::Result<usize>),
+    Idle,
+}
+
+impl Session {
+    pub fn new(
+        shared: Arc<Shared>,
+        client: Stream,
+        pending: BytesMut,
+        identity: Identity,
+        key: (i32, i32),
+    ) -> Session {
+        let identity_params = shared
+            .auth
+            .setting_names()
+            .iter()
+            .zip(identity.values.iter())
+            .flat_map(|(n, v)| [Bytes::from(n.clone()), Bytes::from(v.clone())])
+            .collect();
+        Session {
+            client,
+            crbuf: pending,
+            cwbuf: BytesMut::with_capacity(16 * 1024),
+            shared,
+            identity,
+            identity_params,
+            statements: HashMap::new(),
+            unnamed: None,
+            phase: Phase::Ready,
+            upstream: Upstream::Detached,
+            key,
+        }
+    }
+
+    /// Serves the client until it leaves, then leaves the upstream clean.
+    pub async fn run(mut self) {
+        self.cwbuf
+            .extend_from_slice(&backend::backend_key_data(self.key.0, self.key.1));
+        self.cwbuf
+            .extend_from_slice(&backend::ready_for_query(b'I'));
+        let end = self.serve().await;
+        match &end {
+            End::ClientGone => {}
+            End::IdleTimeout => {
+                self.fatal("57P05", "terminating connection due to idle timeout (rowgate [listen] client_idle_timeout)").await
+            }
+            End::Protocol(m) => self.fatal("08P01", &format!("protocol violation: {m}")).await,
+            End::UpstreamLost(m) => {
+                self.fatal("08006", &format!("rowgate lost the upstream connection during a transaction: {m}")).await
+            }
+            End::Desync(m) => {
+                tracing::error!("upstream protocol desync: {m}");
+                self.fatal("XX000", &format!("rowgate internal error ({m}); the transaction was rolled back")).await
+            }
+        }
+        self.shared.cancels.set_target(self.key, None);
+        let upstream = std::mem::replace(&mut self.upstream, Upstream::Detached);
+        if let Upstream::Attached(a) = upstream {
+            let clean_possible =
+                matches!(end, End::ClientGone | End::Protocol(_) | End::IdleTimeout);
+            if clean_possible {
+                tokio::spawn(cleanup(a));
+            }
+            // Otherwise dropping the attachment closes the connection, and
+            // the server rolls back whatever was open.
+        }
+    }
+
+    async fn fatal(&mut self, code: &str, message: &str) {
+        let _ = self.flush_client().await;
+        super::startup::send_fatal(&mut self.client, code, message).await;
+    }
+
+    async fn serve(&mut self) -> End {
+        let idle_timeout = self.shared.config.listen.client_idle_timeout;
+        loop {
+            let hold = match self.process_client_input().await {
+                Ok(hold) => hold,
+                Err(end) => return end,
+            };
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+            let detached = matches!(self.upstream, Upstream::Detached);
+            let event = tokio::select! {
+                r = self.client.read_more(&mut self.crbuf), if !hold => Event::Client(r),
+                r = read_upstream(&mut self.upstream) => Event::Server(r),
+                _ = tokio::time::sleep(idle_timeout), if detached && !idle_timeout.is_zero() => Event::Idle,
+            };
+            match event {
+                Event::Client(Ok(0)) | Event::Client(Err(_)) => return End::ClientGone,
+                Event::Client(Ok(_)) => {}
+                Event::Server(Ok(0)) => {
+                    return End::UpstreamLost("server closed the connection".into())
+                }
+                Event::Server(Err(e)) => return End::UpstreamLost(e.to_string()),
+                Event::Server(Ok(_)) => {
+                    if let Err(end) = self.process_server_input() {
+                        return end;
+                    }
+                }
+                Event::Idle => return End::IdleTimeout,
+            }
+        }
+    }
+
+    /// Writes what is buffered for the server, then for the client.
+    async fn flush(&mut self) -> Result<(), End> {
+        if let Upstream::Attached(a) = &mut self.upstream {
+            if !a.out.is_empty() {
+                a.conn
+                    .stream
+                    .write_all(&a.out)
+                    .await
+                    .map_err(|e| End::UpstreamLost(e.to_string()))?;
+                a.out.clear();
+            }
+        }
+        self.flush_client().await.map_err(|_| End::ClientGone)
+    }
+
+    async fn flush_client(&mut self) -> std::io::Result<()> {
+        if !self.cwbuf.is_empty() {
+            self.client.write_all(&self.cwbuf).await?;
+            self.cwbuf.clear();
+            if self.cwbuf.capacity() > 1 << 20 {
+                // Do not keep a huge buffer alive for an idle client.
+                self.cwbuf = BytesMut::with_capacity(16 * 1024);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a new transaction may start: refuses when the token expired
+    /// and the policy says so.
+    pub fn expired_message(&self) -> Option<String> {
+        if self.shared.auth.on_expiry() != OnExpiry::RejectTransactions {
+            return None;
+        }
+        let exp = self.identity.expires_at?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let leeway = self.shared.config.auth.leeway_secs;
+        (now > exp.saturating_add(leeway)).then(|| {
+            format!(
+                "rowgate: the token of this connection expired at unix time {exp}; reconnect with a fresh token (or use a longer-lived JWT template, or [auth] on_expiry = \"allow\")"
+            )
+        })
+    }
+
+    /// Borrows a pooled connection for a new transaction.
+    pub async fn attach(&mut self) -> Result<(), (&'static str, String)> {
+        let conn = self
+            .shared
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| (e.sqlstate(), format!("rowgate: {e}")))?;
+        self.shared
+            .cancels
+            .set_target(self.key, Some((conn.pid, conn.secret)));
+        self.upstream = Upstream::Attached(Box::new(Attachment {
+            conn,
+            expect: VecDeque::new(),
+            status: b'I',
+            out: BytesMut::with_capacity(1024),
+            unnamed_here: false,
+        }));
+        Ok(())
+    }
+
+    /// Returns the connection to the pool (the server said it is idle).
+    pub fn release(&mut self) {
+        if let Upstream::Attached(a) = std::mem::replace(&mut self.upstream, Upstream::Detached) {
+            self.shared.cancels.set_target(self.key, None);
+            a.conn.release();
+        }
+    }
+
+    /// Queues the identity statement at the start of a transaction.
+    pub fn inject_identity(&mut self) {
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return;
+        };
+        if !a.conn.identity_prepared {
+            // Close first: a client may have left a statement of this name.
+            frontend::put_target(&mut a.out, b'C', b'S', IDENTITY_STATEMENT);
+            a.expect.push_back(Expect::swallow(Kind::Close));
+            frontend::put_parse(&mut a.out, IDENTITY_STATEMENT, &self.shared.identity_spec);
+            a.expect
+                .push_back(Expect::swallow(Kind::Parse(super::expect::ParseNote {
+                    identity: true,
+                    ..Default::default()
+                })));
+            a.conn.identity_prepared = true;
+        }
+        let params: Vec<&[u8]> = self.identity_params.iter().map(|b| &b[..]).collect();
+        frontend::put_bind_text(&mut a.out, IDENTITY_STATEMENT, &params);
+        a.expect.push_back(Expect::swallow(Kind::Bind));
+        frontend::put_execute(&mut a.out);
+        a.expect.push_back(Expect::swallow(Kind::Execute));
+        crate::metrics::incr("rowgate_transactions_total", "");
+    }
+
+    /// Answers a batch rowgate refuses itself: an error now, then
+    /// ReadyForQuery at the batch's end (after its Sync for extended ones).
+    pub fn refuse_batch(&mut self, tag: u8, code: &str, message: &str) {
+        self.cwbuf
+            .extend_from_slice(&backend::error_response(Severity::Error, code, message));
+        if matches!(tag, b'Q' | b'F') {
+            self.cwbuf
+                .extend_from_slice(&backend::ready_for_query(b'I'));
+        } else {
+            self.phase = Phase::Skip;
+        }
+    }
+}
+
+/// Reads from the upstream if attached; never completes otherwise.
+async fn read_upstream(up: &mut Upstream) -> std::io::Result<usize> {
+    match up {
+        Upstream::Attached(a) => {
+            let conn = &mut *a.conn;
+            conn.stream.read_more(&mut conn.rbuf).await
+        }
+        Upstream::Detached => std::future::pending().await,
+    }
+}
+
+/// Leaves a connection whose client vanished clean, or closes it: an open
+/// transaction is rolled back and the connection reused only if the server
+/// then says it is idle; anything still in flight means close.
+async fn cleanup(mut a: Box<Attachment>) {
+    if !a.expect.is_empty() {
+        return; // dropped: closing the socket makes the server roll back
+    }
+    if a.status == b'I' {
+        a.conn.release();
+        return;
+    }
+    let rollback = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        a.conn.simple_query("ROLLBACK"),
+    )
+    .await;
+    if let Ok(Ok(Ok(b'I'))) = rollback {
+        a.conn.release();
+    }
+}

@@ -1,0 +1,269 @@
+//! The startup phase of a client connection: TLS negotiation, the startup
+//! packet, the password (a JWT) and its verification, then the greeting a
+//! client expects from PostgreSQL (AuthenticationOk, ParameterStatus,
+//! BackendKeyData, ReadyForQuery).
+
+use super::Shared;
+use crate::auth::Identity;
+use crate::metrics;
+use crate::wire::backend::{self, Severity};
+use crate::wire::frontend::{parse_startup, password, StartupPacket};
+use crate::wire::stream::Stream;
+use crate::wire::{next_frame, next_startup_packet, WireError, MAX_PREAUTH_LEN};
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// How the startup phase ended without producing a session.
+#[derive(Debug)]
+pub enum StartupEnd {
+    /// The client went away or sent a CancelRequest (handled); nothing to say.
+    Quiet,
+    /// Refuse with a FATAL error and close.
+    Refuse {
+        /// SQLSTATE.
+        code: &'static str,
+        /// Message for the person at the client.
+        message: String,
+    },
+}
+
+impl From<std::io::Error> for StartupEnd {
+    fn from(_: std::io::Error) -> Self {
+        StartupEnd::Quiet
+    }
+}
+
+impl From<WireError> for StartupEnd {
+    fn from(e: WireError) -> Self {
+        StartupEnd::Refuse {
+            code: "08P01",
+            message: format!("invalid startup packet: {e}"),
+        }
+    }
+}
+
+/// A client that proved its identity.
+pub struct Authenticated {
+    /// The (possibly TLS) stream.
+    pub stream: Stream,
+    /// Bytes the client already sent after its password (pipelined queries).
+    pub pending: BytesMut,
+    /// Verified identity.
+    pub identity: Identity,
+    /// The client's startup parameters.
+    pub params: Vec<(String, String)>,
+}
+
+/// Runs the startup phase to completion. On refusal the FATAL error has not
+/// been sent yet; the caller sends it on the returned stream.
+pub async fn handshake(
+    mut stream: Stream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Result<Authenticated, (Option<Stream>, StartupEnd)> {
+    let mut buf = BytesMut::with_capacity(1024);
+    // Up to two negotiation requests (GSSENC then SSL, as libpq may send)
+    // precede the startup packet.
+    for _ in 0..3 {
+        let body = match read_packet(&mut stream, &mut buf).await {
+            Ok(b) => b,
+            Err(e) => return Err((Some(stream), e)),
+        };
+        let packet = match parse_startup(&body) {
+            Ok(p) => p,
+            Err(e) => return Err((Some(stream), e.into())),
+        };
+        match packet {
+            StartupPacket::SslRequest => match (&shared.tls, stream) {
+                (Some(acceptor), Stream::Plain(mut tcp)) => {
+                    if !buf.is_empty() {
+                        // Bytes sent before the TLS handshake could have been
+                        // injected by a man in the middle (CVE-2021-23214).
+                        return Err((
+                            Some(Stream::Plain(tcp)),
+                            refuse("08P01", "unencrypted data after SSL request"),
+                        ));
+                    }
+                    if tcp.write_all(b"S").await.is_err() {
+                        return Err((None, StartupEnd::Quiet));
+                    }
+                    match acceptor.accept(tcp).await {
+                        Ok(tls) => stream = Stream::ServerTls(Box::new(tls)),
+                        Err(_) => return Err((None, StartupEnd::Quiet)),
+                    }
+                }
+                (_, mut s) => {
+                    if s.write_all(b"N").await.is_err() {
+                        return Err((None, StartupEnd::Quiet));
+                    }
+                    stream = s;
+                }
+            },
+            StartupPacket::GssEncRequest => {
+                if stream.write_all(b"N").await.is_err() {
+                    return Err((None, StartupEnd::Quiet));
+                }
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                shared.cancels.cancel(pid, secret, &shared.pool).await;
+                return Err((None, StartupEnd::Quiet));
+            }
+            StartupPacket::Unsupported(code) => {
+                return Err((
+                    Some(stream),
+                    refuse(
+                        "0A000",
+                        &format!(
+                            "unsupported frontend protocol {}.{}: rowgate speaks 3.0",
+                            code >> 16,
+                            code & 0xffff
+                        ),
+                    ),
+                ))
+            }
+            StartupPacket::Startup { minor, params } => {
+                return authenticate(stream, buf, peer, shared, minor, params).await;
+            }
+        }
+    }
+    Err((
+        Some(stream),
+        refuse("08P01", "too many negotiation requests"),
+    ))
+}
+
+async fn authenticate(
+    mut stream: Stream,
+    mut buf: BytesMut,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    minor: i32,
+    params: Vec<(String, String)>,
+) -> Result<Authenticated, (Option<Stream>, StartupEnd)> {
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    if !stream.is_tls()
+        && !peer.ip().is_loopback()
+        && !shared.config.listen.allow_plaintext_password
+    {
+        return Err((
+            Some(stream),
+            refuse("28000", "rowgate requires TLS for clients that are not on loopback (the password is a bearer token); connect with sslmode=require, or set [listen] allow_plaintext_password = true"),
+        ));
+    }
+    let unrecognized: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut out = BytesMut::new();
+    if minor > 0 || !unrecognized.is_empty() {
+        out.extend_from_slice(&backend::negotiate_protocol_version(0, &unrecognized));
+    }
+    out.extend_from_slice(&backend::authentication_cleartext());
+    if stream.write_all(&out).await.is_err() {
+        return Err((None, StartupEnd::Quiet));
+    }
+    let frame = loop {
+        match next_frame(&mut buf, MAX_PREAUTH_LEN) {
+            Ok(Some(f)) => break f,
+            Ok(None) => match stream.read_more(&mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return Err((None, StartupEnd::Quiet)),
+            },
+            Err(e) => return Err((Some(stream), e.into())),
+        }
+    };
+    if frame.tag() != b'p' {
+        return Err((Some(stream), refuse("08P01", "expected a password message")));
+    }
+    let token = match password(frame.body()) {
+        Ok(t) => String::from_utf8_lossy(t).into_owned(),
+        Err(e) => return Err((Some(stream), e.into())),
+    };
+    let identity = match shared.auth.authenticate(token.trim(), &user).await {
+        Ok(id) => id,
+        Err(e) => {
+            metrics::incr("rowgate_auth_failures_total", e.reason());
+            tracing::info!(%peer, reason = e.reason(), "authentication refused: {e}");
+            return Err((
+                Some(stream),
+                StartupEnd::Refuse {
+                    code: e.sqlstate(),
+                    message: format!("rowgate: {e}"),
+                },
+            ));
+        }
+    };
+    let server_params = match shared.pool.server_params().await {
+        Ok(p) => p,
+        Err(e) => {
+            return Err((
+                Some(stream),
+                StartupEnd::Refuse {
+                    code: e.sqlstate(),
+                    message: format!("rowgate: {e}"),
+                },
+            ))
+        }
+    };
+    let mut out = BytesMut::with_capacity(512);
+    out.extend_from_slice(&backend::authentication_ok());
+    let app_name = params
+        .iter()
+        .find(|(k, _)| k == "application_name")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    for (k, v) in server_params.iter() {
+        // The upstream connection's application_name is rowgate's own; a
+        // client should see the one it asked for.
+        let v = if k == "application_name" {
+            app_name
+        } else {
+            v.as_str()
+        };
+        out.extend_from_slice(&backend::parameter_status(k, v));
+    }
+    Ok(Authenticated {
+        stream: {
+            if stream.write_all(&out).await.is_err() {
+                return Err((None, StartupEnd::Quiet));
+            }
+            stream
+        },
+        pending: buf,
+        identity,
+        params,
+    })
+}
+
+fn refuse(code: &'static str, message: &str) -> StartupEnd {
+    StartupEnd::Refuse {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+async fn read_packet(stream: &mut Stream, buf: &mut BytesMut) -> Result<Bytes, StartupEnd> {
+    loop {
+        if let Some(p) = next_startup_packet(buf)? {
+            return Ok(p);
+        }
+        if stream.read_more(buf).await? == 0 {
+            return Err(StartupEnd::Quiet);
+        }
+    }
+}
+
+/// Sends a FATAL error, best effort, before the connection closes.
+pub async fn send_fatal(stream: &mut Stream, code: &str, message: &str) {
+    let _ = stream
+        .write_all(&backend::error_response(Severity::Fatal, code, message))
+        .await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,226 @@
+//! The pool of upstream connections. A client holds one only while a
+//! transaction runs; `pool_size` bounds how many exist, and waiting clients
+//! are served first come, first served (tokio's semaphore is fair).
+
+use super::conn::{ServerConn, UpstreamError};
+use super::{tls, Target};
+use crate::config::UpstreamConfig;
+use crate::metrics;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why no connection could be lent to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// Every connection stayed busy for the whole `acquire_timeout`.
+    #[error("no upstream connection became free within {waited:?} (pool_size {pool_size}); raise [upstream] pool_size or acquire_timeout, or shorten transactions")]
+    Timeout {
+        /// How long the client waited.
+        waited: Duration,
+        /// The configured pool size.
+        pool_size: usize,
+    },
+    /// Opening a new upstream connection failed.
+    #[error("could not connect to the upstream server: {0}")]
+    Connect(#[from] UpstreamError),
+}
+
+impl PoolError {
+    /// SQLSTATE to report to the client.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            PoolError::Timeout { .. } => "53300",
+            PoolError::Connect(UpstreamError::Server(e)) if !e.code.is_empty() => "08004",
+            PoolError::Connect(_) => "08006",
+        }
+    }
+}
+
+struct Inner {
+    target: Target,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    cfg: UpstreamConfig,
+    idle: Mutex<Vec<ServerConn>>,
+    permits: Arc<Semaphore>,
+    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+}
+
+/// A shared handle to the pool.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl Pool {
+    /// Creates an empty pool; connections open on demand.
+    pub fn new(cfg: &UpstreamConfig) -> Result<Pool, String> {
+        let target = Target::from_url(&cfg.url)?;
+        let tls = tls::client_config(target.sslmode, cfg.tls_ca_file.as_deref())?;
+        Ok(Pool {
+            inner: Arc::new(Inner {
+                target,
+                tls,
+                permits: Arc::new(Semaphore::new(cfg.pool_size)),
+                cfg: cfg.clone(),
+                idle: Mutex::new(Vec::new()),
+                server_params: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The upstream this pool connects to.
+    pub fn target(&self) -> &Target {
+        &self.inner.target
+    }
+
+    /// Prepared statements kept per connection.
+    pub fn max_prepared(&self) -> usize {
+        self.inner.cfg.max_prepared_statements
+    }
+
+    /// Opens a connection outside the pool (for cancel requests and
+    /// administrative commands).
+    pub async fn connect_unpooled(&self) -> Result<ServerConn, UpstreamError> {
+        ServerConn::connect(
+            &self.inner.target,
+            self.inner.tls.as_ref(),
+            self.inner.cfg.connect_timeout,
+        )
+        .await
+    }
+
+    /// Lends a connection, waiting up to `acquire_timeout` for one to free up.
+    pub async fn acquire(&self) -> Result<PooledConn, PoolError> {
+        let cfg = &self.inner.cfg;
+        let permit = match tokio::time::timeout(
+            cfg.acquire_timeout,
+            self.inner.permits.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                metrics::incr("rowgate_pool_acquire_timeouts_total", "");
+                return Err(PoolError::Timeout {
+                    waited: cfg.acquire_timeout,
+                    pool_size: cfg.pool_size,
+                });
+            }
+        };
+        if let Some(conn) = self.take_idle() {
+            return Ok(PooledConn {
+                conn: Some(conn),
+                _permit: permit,
+                pool: self.inner.clone(),
+            });
+        }
+        let conn = self.connect_unpooled().await.inspect_err(|e| {
+            metrics::incr("rowgate_upstream_connect_failures_total", "");
+            tracing::warn!(error = %e, "upstream connect failed");
+        })?;
+        metrics::incr("rowgate_upstream_connects_total", "");
+        metrics::add("rowgate_upstream_connections", "", 1);
+        *self
+            .inner
+            .server_params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(conn.params.clone()));
+        Ok(PooledConn {
+            conn: Some(conn),
+            _permit: permit,
+            pool: self.inner.clone(),
+        })
+    }
+
+    /// Most recent idle connection still within its lifetime limits.
+    fn take_idle(&self) -> Option<ServerConn> {
+        let cfg = &self.inner.cfg;
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(conn) = idle.pop() {
+            let too_old = !cfg.max_lifetime.is_zero() && conn.created.elapsed() > cfg.max_lifetime;
+            let too_idle =
+                !cfg.idle_timeout.is_zero() && conn.idle_since.elapsed() > cfg.idle_timeout;
+            if too_old || too_idle {
+                metrics::add("rowgate_upstream_connections", "", -1);
+                continue;
+            }
+            return Some(conn);
+        }
+        None
+    }
+
+    /// The server's ParameterStatus values (server_version, ...), opening a
+    /// connection first if none was ever opened.
+    pub async fn server_params(&self) -> Result<Arc<Vec<(String, String)>>, PoolError> {
+        if let Some(p) = self
+            .inner
+            .server_params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(p);
+        }
+        let conn = self.acquire().await?;
+        let params = Arc::new(conn.params.clone());
+        conn.release();
+        Ok(params)
+    }
+
+    /// Connections idle in the pool right now.
+    pub fn idle_count(&self) -> usize {
+        self.inner.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+/// A connection lent to one client. Dropping it closes the connection,
+/// because rowgate cannot know it is clean; only [`PooledConn::release`],
+/// called when the server said it is idle, returns it to the pool.
+pub struct PooledConn {
+    conn: Option<ServerConn>,
+    _permit: OwnedSemaphorePermit,
+    pool: Arc<Inner>,
+}
+
+impl PooledConn {
+    /// Returns a connection that is idle (ReadyForQuery `I`, nothing in
+    /// flight) to the pool.
+    pub fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.idle_since = Instant::now();
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+    }
+}
+
+impl Deref for PooledConn {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        // Invariant: `conn` is only None inside `release`/`drop`.
+        self.conn
+            .as_ref()
+            .expect("pooled connection present until released")
+    }
+}
+
+impl DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn
+            .as_mut()
+            .expect("pooled connection present until released")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            metrics::add("rowgate_upstream_connections", "", -1);
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Messages a server sends: builders for those rowgate answers itself, and
+//! decoders for the few it must read (authentication, ErrorResponse).
+
+use super::{build, put_cstr, Reader, WireError};
+use bytes::{BufMut, Bytes};
+
+/// AuthenticationOk.
+pub fn authentication_ok() -> Bytes {
+    build(b'R', |b| b.put_i32(0))
+}
+
+/// AuthenticationCleartextPassword: asks the client for its password (the JWT).
+pub fn authentication_cleartext() -> Bytes {
+    build(b'R', |b| b.put_i32(3))
+}
+
+/// ParameterStatus `name = value`.
+pub fn parameter_status(name: &str, value: &str) -> Bytes {
+    build(b'S', |b| {
+        put_cstr(b, name.as_bytes());
+        put_cstr(b, value.as_bytes());
+    })
+}
+
+/// BackendKeyData with rowgate's own key for this client.
+pub fn backend_key_data(pid: i32, secret: i32) -> Bytes {
+    build(b'K', |b| {
+        b.put_i32(pid);
+        b.put_i32(secret);
+    })
+}
+
+/// ReadyForQuery with a transaction status byte (`I`, `T` or `E`).
+pub fn ready_for_query(status: u8) -> Bytes {
+    build(b'Z', |b| b.put_u8(status))
+}
+
+/// ParseComplete, for a Parse that rowgate answers itself.
+pub fn parse_complete() -> Bytes {
+    build(b'1', |_| {})
+}
+
+/// CloseComplete, for a Close that rowgate answers itself.
+pub fn close_complete() -> Bytes {
+    build(b'3', |_| {})
+}
+
+/// NegotiateProtocolVersion: the newest minor version rowgate speaks (3.0)
+/// and the `_pq_.` options it does not understand.
+pub fn negotiate_protocol_version(minor: i32, unrecognized: &[String]) -> Bytes {
+    build(b'v', |b| {
+        b.put_i32(minor);
+        b.put_i32(unrecognized.len() as i32);
+        for o in unrecognized {
+            put_cstr(b, o.as_bytes());
+        }
+    })
+}
+
+/// Severity of an ErrorResponse rowgate builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// The statement failed; the session goes on.
+    Error,
+    /// The connection is closed right after this message.
+    Fatal,
+}
+
+/// ErrorResponse with severity, SQLSTATE and a message for people.
+pub fn error_response(severity: Severity, code: &str, message: &str) -> Bytes {
+    let sev: &[u8] = match severity {
+        Severity::Error => b"ERROR",
+        Severity::Fatal => b"FATAL",
+    };
+    build(b'E', |b| {
+        b.put_u8(b'S');
+        put_cstr(b, sev);
+        b.put_u8(b'V');
+        put_cstr(b, sev);
+        b.put_u8(b'C');
+        put_cstr(b, code.as_bytes());
+        b.put_u8(b'M');
+        put_cstr(b, message.as_bytes());
+        b.put_u8(0);
+    })
+}
+
+/// The fields of an ErrorResponse or NoticeResponse that rowgate reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorFields {
+    /// Severity (`S`, or the untranslated `V` when present).
+    pub severity: String,
+    /// SQLSTATE (`C`).
+    pub code: String,
+    /// Primary message (`M`).
+    pub message: String,
+}
+
+impl std::fmt::Display for ErrorFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} (SQLSTATE {})",
+            self.severity, self.message, self.code
+        )
+    }
+}
+
+/// Decodes the body of an ErrorResponse/NoticeResponse.
+pub fn parse_error_fields(body: &[u8]) -> Result<ErrorFields, WireError> {
+    let mut r = Reader::new(body, "ErrorResponse");
+    let mut out = ErrorFields::default();
+    loop {
+        let field = r.u8()?;
+        if field == 0 {
+            return Ok(out);
+        }
+        let value = String::from_utf8_lossy(r.cstr()?).into_owned();
+        match field {
+            b'S' if out.severity.is_empty() => out.severity = value,
+            b'V' => out.severity = value,
+            b'C' => out.code = value,
+            b'M' => out.message = value,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{next_frame, MAX_MESSAGE_LEN};
+    use bytes::BytesMut;
+
+    #[test]
+    fn error_response_round_trips() {
+        let msg = error_response(Severity::Fatal, "28000", "token expired");
+        let f = next_frame(&mut BytesMut::from(&msg[..]), MAX_MESSAGE_LEN)
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.tag(), b'E');
+        let e = parse_error_fields(f.body()).unwrap();
+        assert_eq!(
+            (e.severity.as_str(), e.code.as_str(), e.message.as_str()),
+            ("FATAL", "28000", "token expired")
+        );
+    }
+
+    #[test]
+    fn truncated_error_is_an_error() {
+        assert!(parse_error_fields(b"Cabc").is_err());
+        assert!(parse_error_fields(b"").is_err());
+    }
+}
