@@ -3,6 +3,7 @@
 
 use super::expect::{Expect, Kind, ParseNote};
 use super::session::{Attachment, End, Phase, Session, Statement, Upstream};
+use crate::guard::{classify, TxnEffect};
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
 use crate::wire::{next_frame, peek_frame_len, Frame, MAX_MESSAGE_LEN};
@@ -130,7 +131,6 @@ impl Session {
                 return false;
             }
         }
-        self.inject_identity();
         true
     }
 
@@ -167,6 +167,8 @@ impl Session {
             }
             b'B' => {
                 let b = frontend::bind_parts(body)?;
+                let effect = self.effect_of(b.statement);
+                self.before_statement(effect);
                 let name = self.resolve(b.statement, max_prepared)?;
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection while binding"));
@@ -217,6 +219,12 @@ impl Session {
                 a.expect.push_back(Expect::forward(Kind::Sync));
             }
             b'Q' => {
+                let sql = body.strip_suffix(b"\0").unwrap_or(body);
+                let effect = classify(sql);
+                self.before_statement(effect);
+                let Upstream::Attached(a) = &mut self.upstream else {
+                    return Err(End::Desync("lost connection before a query"));
+                };
                 if touches_prepared_statements(body) {
                     forget_prepared(a);
                 }
@@ -224,6 +232,10 @@ impl Session {
                 a.expect.push_back(Expect::forward(Kind::Query));
             }
             b'F' => {
+                self.before_statement(TxnEffect::Plain);
+                let Upstream::Attached(a) = &mut self.upstream else {
+                    return Err(End::Desync("lost connection before a function call"));
+                };
                 a.out.extend_from_slice(frame.as_bytes());
                 a.expect.push_back(Expect::forward(Kind::FunctionCall));
             }
@@ -231,6 +243,16 @@ impl Session {
         }
         self.drain_emits();
         Ok(())
+    }
+
+    /// How the statement a Bind names relates to the transaction.
+    fn effect_of(&self, name: &[u8]) -> TxnEffect {
+        let stmt = if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.statements.get(name)
+        };
+        stmt.map_or(TxnEffect::Plain, |s| s.effect)
     }
 
     /// Maps a client statement name to the upstream one, preparing it on

@@ -142,6 +142,9 @@ impl Session {
             }
         }
         a.status = status;
+        if status == b'I' {
+            a.identity = super::session::IdentityState::Pending;
+        }
         if a.expect.is_empty() && status == b'I' {
             self.release();
         }

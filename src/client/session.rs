@@ -12,6 +12,7 @@
 use super::expect::{Expect, Kind};
 use super::Shared;
 use crate::auth::{Identity, OnExpiry};
+use crate::guard::{classify, TxnEffect};
 use crate::upstream::PooledConn;
 use crate::wire::backend::{self, Severity};
 use crate::wire::frontend;
@@ -32,15 +33,19 @@ pub(super) const IDENTITY_STATEMENT: &[u8] = b"rowgate_identity";
 pub(super) struct Statement {
     pub upstream: Arc<str>,
     pub spec: Bytes,
+    /// Where the statement may run relative to the identity.
+    pub effect: TxnEffect,
 }
 
 impl Statement {
     pub fn new(spec: &[u8]) -> Statement {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(spec);
+        let query = spec.split(|&b| b == 0).next().unwrap_or_default();
         Statement {
             upstream: format!("rg_{}", hex::encode(&digest[..12])).into(),
             spec: Bytes::copy_from_slice(spec),
+            effect: classify(query),
         }
     }
 }
@@ -75,6 +80,17 @@ pub(super) struct Attachment {
     pub out: BytesMut,
     /// Whether the client's unnamed statement exists on this connection.
     pub unnamed_here: bool,
+    /// Whether the current upstream transaction already carries the identity.
+    pub identity: IdentityState,
+}
+
+/// Whether the identity is set in the upstream transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum IdentityState {
+    /// Not yet: the next statement that may read data gets it first.
+    Pending,
+    /// Set for the rest of this transaction.
+    Set,
 }
 
 /// Why a session ended.
@@ -282,6 +298,7 @@ impl Session {
             status: b'I',
             out: BytesMut::with_capacity(1024),
             unnamed_here: false,
+            identity: IdentityState::Pending,
         }));
         Ok(())
     }
@@ -294,11 +311,27 @@ impl Session {
         }
     }
 
-    /// Queues the identity statement at the start of a transaction.
-    pub fn inject_identity(&mut self) {
+    /// Before a client statement with `effect` goes upstream: sets the
+    /// identity first if the transaction lacks it and the statement may read
+    /// data, and notes a transaction the statement ends.
+    ///
+    /// Never in a failed transaction (`E`): the injected statement would fail
+    /// and make the server skip the client's ROLLBACK.
+    pub fn before_statement(&mut self, effect: TxnEffect) {
         let Upstream::Attached(a) = &mut self.upstream else {
             return;
         };
+        match effect {
+            TxnEffect::Plain if a.identity == IdentityState::Pending && a.status != b'E' => {}
+            TxnEffect::Ends => {
+                // Whatever follows in this batch runs in a new transaction.
+                a.identity = IdentityState::Pending;
+                a.status = b'I';
+                return;
+            }
+            _ => return,
+        }
+        a.identity = IdentityState::Set;
         if !a.conn.identity_prepared {
             // Close first: a client may have left a statement of this name.
             frontend::put_target(&mut a.out, b'C', b'S', IDENTITY_STATEMENT);
@@ -312,10 +345,14 @@ impl Session {
             a.conn.identity_prepared = true;
         }
         let params: Vec<&[u8]> = self.identity_params.iter().map(|b| &b[..]).collect();
-        frontend::put_bind_text(&mut a.out, IDENTITY_STATEMENT, &params);
+        // A portal of its own, closed at once: the client's unnamed portal
+        // may be bound and not yet executed.
+        frontend::put_bind_text(&mut a.out, IDENTITY_STATEMENT, IDENTITY_STATEMENT, &params);
         a.expect.push_back(Expect::swallow(Kind::Bind));
-        frontend::put_execute(&mut a.out);
+        frontend::put_execute(&mut a.out, IDENTITY_STATEMENT);
         a.expect.push_back(Expect::swallow(Kind::Execute));
+        frontend::put_target(&mut a.out, b'C', b'P', IDENTITY_STATEMENT);
+        a.expect.push_back(Expect::swallow(Kind::Close));
         crate::metrics::incr("rowgate_transactions_total", "");
     }
 

@@ -208,11 +208,11 @@ pub fn put_target(out: &mut BytesMut, tag: u8, kind: u8, name: &[u8]) {
     });
 }
 
-/// Appends a Bind of the unnamed portal to `statement` with text parameters
-/// and default (text) result format.
-pub fn put_bind_text(out: &mut BytesMut, statement: &[u8], params: &[&[u8]]) {
+/// Appends a Bind of `portal` to `statement` with text parameters and
+/// default (text) result format.
+pub fn put_bind_text(out: &mut BytesMut, portal: &[u8], statement: &[u8], params: &[&[u8]]) {
     put_frame(out, b'B', |b| {
-        put_cstr(b, b"");
+        put_cstr(b, portal);
         put_cstr(b, statement);
         b.put_i16(0);
         b.put_i16(params.len() as i16);
@@ -224,10 +224,10 @@ pub fn put_bind_text(out: &mut BytesMut, statement: &[u8], params: &[&[u8]]) {
     });
 }
 
-/// Appends Execute of the unnamed portal, all rows.
-pub fn put_execute(out: &mut BytesMut) {
+/// Appends Execute of `portal`, all rows.
+pub fn put_execute(out: &mut BytesMut, portal: &[u8]) {
     put_frame(out, b'E', |b| {
-        put_cstr(b, b"");
+        put_cstr(b, portal);
         b.put_i32(0);
     });
 }
