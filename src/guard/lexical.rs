@@ -26,10 +26,14 @@ pub enum TxnEffect {
 pub fn classify(sql: &[u8]) -> TxnEffect {
     let mut lx = Lexer { s: sql, i: 0 };
     let mut words: Vec<String> = Vec::with_capacity(6);
+    let mut ended = false;
     while words.len() < 6 {
         match lx.next_token() {
             Some(Token::Word(w)) => words.push(w),
-            Some(Token::Semicolon) | None => break,
+            Some(Token::Semicolon) | None => {
+                ended = true;
+                break;
+            }
             Some(Token::Other) => {
                 if words.is_empty() {
                     return TxnEffect::Plain;
@@ -64,7 +68,7 @@ pub fn classify(sql: &[u8]) -> TxnEffect {
         }
         _ => TxnEffect::Plain,
     };
-    if effect != TxnEffect::Plain && !lx.only_this_statement() {
+    if effect != TxnEffect::Plain && !lx.only_this_statement(ended) {
         return TxnEffect::Plain;
     }
     effect
@@ -185,10 +189,9 @@ impl Lexer<'_> {
     }
 
     /// Whether nothing but blanks and semicolons follows the current
-    /// statement.
-    fn only_this_statement(&mut self) -> bool {
-        // Finish the current statement.
-        loop {
+    /// statement (`ended`: its end was already read).
+    fn only_this_statement(&mut self, ended: bool) -> bool {
+        while !ended {
             match self.next_token() {
                 None => return true,
                 Some(Token::Semicolon) => break,
