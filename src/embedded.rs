@@ -633,6 +633,79 @@ fn percent_encode(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Runs `SELECT 1` through the server's own psql over TCP with `password`.
+    fn can_log_in(pg: &LocalPostgres, password: &str) -> bool {
+        Command::new(pg.bin_dir().join("psql"))
+            .args(["-X", "-A", "-t", "-c", "SELECT 1", "-d"])
+            .arg(format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                pg.port()
+            ))
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn starts_restarts_and_stops() {
+        let opts = LocalPostgresOptions::default();
+        let password = opts.superuser_password.clone();
+        let mut pg = LocalPostgres::start(opts).unwrap();
+        assert!(pg
+            .superuser_url("db")
+            .ends_with(&format!(":{}/db", pg.port())));
+        assert!(can_log_in(&pg, &password));
+        assert!(!can_log_in(&pg, "wrong"), "TCP must require the password");
+
+        let port = pg.port();
+        pg.restart().unwrap();
+        assert_eq!(pg.port(), port);
+        assert!(can_log_in(&pg, &password));
+
+        pg.stop_immediate().unwrap();
+        pg.stop().unwrap();
+        assert!(!can_log_in(&pg, &password));
+        let run_dir = pg.run_dir.clone();
+        drop(pg);
+        assert!(!run_dir.exists(), "temp dir removed on drop");
+    }
+
+    #[test]
+    fn start_failure_reports_the_server_log() {
+        let err = LocalPostgres::start(LocalPostgresOptions {
+            extra_conf: vec![("shared_buffers".into(), "lots".into())],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pg_ctl start"), "{err}");
+        assert!(err.contains("shared_buffers"), "log tail missing: {err}");
+    }
+
+    #[test]
+    fn reuses_a_given_data_dir() {
+        let dir = make_run_dir(is_root()).unwrap();
+        let opts = LocalPostgresOptions {
+            data_dir: Some(dir.join("data")),
+            ..Default::default()
+        };
+        let password = opts.superuser_password.clone();
+        drop(LocalPostgres::start(opts).unwrap());
+        assert!(dir.join("data/PG_VERSION").exists(), "given data dir kept");
+
+        // The second start finds the cluster and keeps its password.
+        let pg = LocalPostgres::start(LocalPostgresOptions {
+            data_dir: Some(dir.join("data")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(can_log_in(&pg, &password));
+        drop(pg);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn encodes_url_passwords() {
         assert_eq!(percent_encode("a b@c/d"), "a%20b%40c%2Fd");

@@ -6,7 +6,7 @@
 //! own binaries by [`rowgate::embedded`], on loopback only.
 
 // Every test binary compiles this module but uses only part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 mod jwks;
 mod tokens;
