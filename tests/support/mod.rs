@@ -42,9 +42,15 @@ pub const TEMPLATE_DB: &str = "rowgate_template";
 /// The one PostgreSQL server of this test binary, started on first use with
 /// `max_connections = 200`, the `authenticator` role and the
 /// `rowgate_template` database with every `migrations/*.sql` applied.
+///
+/// If that fails, every test that calls it fails at once with the same
+/// message, rather than each trying (and failing) to start its own server.
 pub fn pg() -> &'static TestPg {
-    static PG: OnceLock<TestPg> = OnceLock::new();
-    PG.get_or_init(TestPg::start)
+    static PG: OnceLock<Result<TestPg, String>> = OnceLock::new();
+    match PG.get_or_init(TestPg::start) {
+        Ok(pg) => pg,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// Handle to the shared test server. The server itself is stopped when the
@@ -56,7 +62,7 @@ pub struct TestPg {
 }
 
 impl TestPg {
-    fn start() -> TestPg {
+    fn start() -> Result<TestPg, String> {
         let opts = LocalPostgresOptions {
             superuser_password: SUPERUSER_PASSWORD.into(),
             extra_conf: [
@@ -73,7 +79,7 @@ impl TestPg {
             ..Default::default()
         };
         let server = LocalPostgres::start(opts)
-            .unwrap_or_else(|e| panic!("could not start the test PostgreSQL: {e}"));
+            .map_err(|e| format!("could not start the test PostgreSQL: {e}"))?;
         // Rust never drops statics: stop the server at exit, and have a
         // watchdog do it if the process dies without running atexit handlers.
         if let Err(e) = server.spawn_exit_watchdog() {
@@ -85,35 +91,37 @@ impl TestPg {
             next_db: AtomicU32::new(1),
         };
         at_exit(move || drop(server));
-        pg.set_up_cluster();
-        pg
+        pg.set_up_cluster()?;
+        Ok(pg)
     }
 
     /// Creates the roles and the migrated template database, once.
-    fn set_up_cluster(&self) {
+    fn set_up_cluster(&self) -> Result<(), String> {
         let admin = self.superuser_url("postgres");
-        psql_ok(
+        psql_checked(
             &admin,
             &format!(
                 "CREATE ROLE {AUTHENTICATOR} LOGIN PASSWORD '{AUTHENTICATOR_PASSWORD}' \
                  NOSUPERUSER NOBYPASSRLS"
             ),
-        );
-        psql_ok(&admin, &format!("CREATE DATABASE {TEMPLATE_DB}"));
+        )?;
+        psql_checked(&admin, &format!("CREATE DATABASE {TEMPLATE_DB}"))?;
         let template = self.superuser_url(TEMPLATE_DB);
         for file in migration_files() {
             let out = psql_command(&template, SUPERUSER_PASSWORD)
                 .arg("-f")
                 .arg(&file)
                 .output()
-                .unwrap_or_else(|e| panic!("could not run psql: {e}"));
-            assert!(
-                out.status.success(),
-                "migration {} failed:\n{}",
-                file.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+                .map_err(|e| format!("could not run {}: {e}", psql_path().display()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "migration {} failed:\n{}",
+                    file.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
         }
+        Ok(())
     }
 
     /// TCP port of the server on 127.0.0.1.
@@ -145,10 +153,12 @@ impl TestPg {
     pub fn new_database(&self) -> TestDb {
         let n = self.next_db.fetch_add(1, Ordering::Relaxed);
         let name = format!("test_{}_{n}", std::process::id());
-        psql_ok(
+        if let Err(e) = psql_checked(
             &self.superuser_url("postgres"),
             &format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"),
-        );
+        ) {
+            panic!("{e}");
+        }
         TestDb {
             name,
             port: self.port,
@@ -242,15 +252,16 @@ pub fn psql_command(conn: &str, password: &str) -> Command {
     cmd
 }
 
-/// Runs `sql` as the superuser and panics with psql's stderr on failure.
-fn psql_ok(url: &str, sql: &str) -> String {
+/// Runs `sql` as the superuser; the error carries psql's stderr.
+fn psql_checked(url: &str, sql: &str) -> Result<String, String> {
     let out = psql(url, SUPERUSER_PASSWORD, sql);
-    assert!(
-        out.status.success(),
-        "psql failed on `{sql}`:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    if !out.status.success() {
+        return Err(format!(
+            "psql failed on `{sql}`:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `psql` beside the server binaries (same version), else from `PATH`.
