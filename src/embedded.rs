@@ -41,7 +41,8 @@ pub struct LocalPostgresOptions {
     pub extra_conf: Vec<(String, String)>,
     /// Where the cluster lives. `None` makes a fresh temp dir that is removed
     /// on drop; `Some` is created if needed, reused if it already holds a
-    /// cluster, and never removed.
+    /// cluster, and never removed. As root, the `postgres` user must be able
+    /// to reach it.
     pub data_dir: Option<PathBuf>,
 }
 
@@ -144,10 +145,17 @@ impl LocalPostgres {
         } else {
             None
         };
+        // Absolute, because the server binaries run with the run dir as cwd.
+        let data_dir = match opts.data_dir {
+            Some(dir) => Some(
+                std::path::absolute(&dir).map_err(io_err(format!("resolve {}", dir.display())))?,
+            ),
+            None => None,
+        };
         let run_dir = make_run_dir(run_as.is_some())?;
         let mut pg = LocalPostgres {
             bin_dir,
-            data_dir: opts.data_dir.unwrap_or_else(|| run_dir.join("data")),
+            data_dir: data_dir.unwrap_or_else(|| run_dir.join("data")),
             log_file: run_dir.join("server.log"),
             run_dir,
             port: opts.port.unwrap_or(0),
@@ -263,9 +271,13 @@ impl LocalPostgres {
             .create(&sock)
             .map_err(io_err(format!("create {}", sock.display())))?;
         if !self.data_dir.exists() {
+            // Parents get the usual mode, so the server's user can reach in.
+            if let Some(parent) = self.data_dir.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(io_err(format!("create {}", parent.display())))?;
+            }
             fs::DirBuilder::new()
                 .mode(0o700)
-                .recursive(true)
                 .create(&self.data_dir)
                 .map_err(io_err(format!("create {}", self.data_dir.display())))?;
             self.chown(&self.data_dir)?;
@@ -688,16 +700,16 @@ mod tests {
     fn reuses_a_given_data_dir() {
         let dir = make_run_dir(is_root()).unwrap();
         let opts = LocalPostgresOptions {
-            data_dir: Some(dir.join("data")),
+            data_dir: Some(dir.join("nested/data")),
             ..Default::default()
         };
         let password = opts.superuser_password.clone();
         drop(LocalPostgres::start(opts).unwrap());
-        assert!(dir.join("data/PG_VERSION").exists(), "given data dir kept");
+        assert!(dir.join("nested/data/PG_VERSION").exists(), "given data dir kept");
 
         // The second start finds the cluster and keeps its password.
         let pg = LocalPostgres::start(LocalPostgresOptions {
-            data_dir: Some(dir.join("data")),
+            data_dir: Some(dir.join("nested/data")),
             ..Default::default()
         })
         .unwrap();
