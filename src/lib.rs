@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod devtools;
+pub mod embedded;
 pub mod guard;
 pub mod metrics;
 pub mod migrate;
