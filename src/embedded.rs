@@ -705,7 +705,10 @@ mod tests {
         };
         let password = opts.superuser_password.clone();
         drop(LocalPostgres::start(opts).unwrap());
-        assert!(dir.join("nested/data/PG_VERSION").exists(), "given data dir kept");
+        assert!(
+            dir.join("nested/data/PG_VERSION").exists(),
+            "given data dir kept"
+        );
 
         // The second start finds the cluster and keeps its password.
         let pg = LocalPostgres::start(LocalPostgresOptions {

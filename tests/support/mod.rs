@@ -9,9 +9,11 @@
 #![allow(dead_code, unused_imports)]
 
 mod jwks;
+mod proxy;
 mod tokens;
 
 pub use jwks::{JwksMode, JwksServer};
+pub use proxy::{proxy_config, rowgate, RunningProxy};
 pub use tokens::{
     clerk_claims, keys, sign_hs256, sign_rs256, token, token_with, unix_now, TestKeys, AZP, ISSUER,
 };
@@ -121,6 +123,8 @@ impl TestPg {
                 ));
             }
         }
+        // What `rowgate migrate --grant-to authenticator` does.
+        psql_checked(&admin, &format!("GRANT rowgate_user TO {AUTHENTICATOR}"))?;
         Ok(())
     }
 

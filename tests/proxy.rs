@@ -1,0 +1,458 @@
+//! rowgate end to end against a real PostgreSQL: identity in every
+//! transaction, nothing left behind on pooled connections, errors and
+//! transaction status exactly as PostgreSQL reports them.
+
+mod support;
+
+use support::{pg, proxy_config, rowgate, token, RunningProxy};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+async fn setup(pool_size: usize) -> (support::TestDb, RunningProxy) {
+    let db = pg().new_database();
+    let admin = db.admin_client().await;
+    admin
+        .batch_execute(
+            "INSERT INTO user_messages (user_id, message) VALUES
+             ('user_alice', 'alice 1'), ('user_alice', 'alice 2'), ('user_bob', 'bob 1')",
+        )
+        .await
+        .unwrap();
+    let proxy = rowgate(&proxy_config(&db, pool_size, "")).await;
+    (db, proxy)
+}
+
+/// First column of every row of a simple query.
+async fn simple_col(c: &Client, sql: &str) -> Vec<Option<String>> {
+    c.simple_query(sql)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_statement_sees_the_verified_identity() {
+    let (_db, proxy) = setup(2).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+
+    // Simple protocol, autocommit.
+    assert_eq!(
+        simple_col(&alice, "select current_setting('app.user_id', true)").await,
+        [Some("user_alice".to_string())]
+    );
+    // Extended protocol (tokio-postgres prepares a named statement).
+    let row = alice
+        .query_one(
+            "select auth.user_id(), auth.claims()->>'sub', auth.claims()->>'iss', \
+             current_setting('request.jwt.claims', true)::jsonb->>'azp'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("user_alice")
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("user_alice")
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some(support::ISSUER)
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(3).as_deref(),
+        Some(support::AZP)
+    );
+    // RLS: only alice's rows.
+    let rows = alice
+        .query("select message from user_messages order by id", &[])
+        .await
+        .unwrap();
+    let msgs: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(msgs, ["alice 1", "alice 2"]);
+    // Inserts get the identity as the default owner and pass WITH CHECK.
+    alice
+        .execute(
+            "insert into user_messages (message) values ($1)",
+            &[&"alice 3"],
+        )
+        .await
+        .unwrap();
+    // Explicit transaction: identity inside, status reported as PostgreSQL does.
+    alice.batch_execute("begin").await.unwrap();
+    assert_eq!(
+        simple_col(&alice, "select auth.user_id()").await,
+        [Some("user_alice".into())]
+    );
+    alice.batch_execute("commit").await.unwrap();
+    // A statement after COMMIT in the same string runs in a new transaction
+    // rowgate did not open: the pooled connection itself holds no identity.
+    assert_eq!(
+        simple_col(
+            &alice,
+            "commit; select coalesce(current_setting('app.user_id', true), '')"
+        )
+        .await,
+        [Some(String::new())]
+    );
+}
+
+#[tokio::test]
+async fn two_users_never_see_each_other_through_a_small_pool() {
+    let (_db, proxy) = setup(2).await;
+    let mut tasks = Vec::new();
+    for user in ["user_alice", "user_bob"] {
+        for worker in 0..3 {
+            let client = proxy.connect(&token(user)).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let stmt = client
+                    .prepare("select auth.user_id(), array_agg(distinct user_id) from user_messages")
+                    .await
+                    .unwrap();
+                for i in 0..400 {
+                    let (who, owners): (Option<String>, Option<Vec<String>>) = match (i + worker) % 3 {
+                        0 => {
+                            let r = client.query_one(&stmt, &[]).await.unwrap();
+                            (r.get(0), r.get(1))
+                        }
+                        1 => {
+                            let rows = client
+                                .simple_query("select auth.user_id(), array_agg(distinct user_id)::text from user_messages")
+                                .await
+                                .unwrap();
+                            let row = rows.iter().find_map(|m| match m {
+                                SimpleQueryMessage::Row(r) => Some(r),
+                                _ => None,
+                            });
+                            let row = row.unwrap();
+                            let owners = row.get(1).map(|s| {
+                                s.trim_matches(|c| c == '{' || c == '}')
+                                    .split(',')
+                                    .map(str::to_owned)
+                                    .collect()
+                            });
+                            (row.get(0).map(str::to_owned), owners)
+                        }
+                        _ => {
+                            client.batch_execute("begin").await.unwrap();
+                            let r = client.query_one(&stmt, &[]).await.unwrap();
+                            client.batch_execute("commit").await.unwrap();
+                            (r.get(0), r.get(1))
+                        }
+                    };
+                    assert_eq!(who.as_deref(), Some(user), "identity leaked");
+                    assert_eq!(owners, Some(vec![user.to_string()]), "rows leaked");
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn errors_and_transaction_status_are_postgres_own() {
+    let (db, proxy) = setup(1).await;
+    let direct = db.authenticator_client().await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    for sql in [
+        "select 1/0",
+        "selec 1",
+        "select nosuchcolumn from user_messages",
+        "",
+    ] {
+        let via = alice.simple_query(sql).await;
+        let raw = direct.simple_query(sql).await;
+        match (via, raw) {
+            (Ok(a), Ok(b)) => assert_eq!(a.len(), b.len(), "{sql}"),
+            (Err(a), Err(b)) => {
+                let (a, b) = (a.as_db_error().unwrap(), b.as_db_error().unwrap());
+                assert_eq!(a.code(), b.code(), "{sql}");
+                assert_eq!(a.message(), b.message(), "{sql}");
+                assert_eq!(a.position(), b.position(), "{sql}");
+            }
+            (a, b) => panic!("{sql}: through rowgate {a:?}, directly {b:?}"),
+        }
+    }
+    // Extended-protocol error, then the session goes on.
+    assert!(alice.query("select $1::int / 0", &[&1i32]).await.is_err());
+    // An error inside a transaction aborts it; ROLLBACK works; identity is back.
+    alice.batch_execute("begin").await.unwrap();
+    let err = alice.simple_query("select 1/0").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO)
+    );
+    let err = alice.simple_query("select 1").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+    );
+    alice.batch_execute("rollback").await.unwrap();
+    assert_eq!(
+        simple_col(&alice, "select auth.user_id()").await,
+        [Some("user_alice".into())]
+    );
+    // Notices pass through.
+    alice
+        .batch_execute("do $$ begin raise notice 'hello'; end $$")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn statements_that_refuse_a_transaction_still_run() {
+    let (_db, proxy) = setup(1).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    alice.batch_execute("vacuum user_messages").await.unwrap();
+    alice.batch_execute("discard all").await.unwrap();
+    alice
+        .batch_execute("begin isolation level serializable")
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_col(
+            &alice,
+            "select current_setting('transaction_isolation') || ' ' || auth.user_id()"
+        )
+        .await,
+        [Some("serializable user_alice".into())]
+    );
+    alice.batch_execute("commit").await.unwrap();
+    alice.batch_execute("begin").await.unwrap();
+    alice
+        .batch_execute("set transaction isolation level repeatable read")
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_col(
+            &alice,
+            "select current_setting('transaction_isolation') || ' ' || auth.user_id()"
+        )
+        .await,
+        [Some("repeatable read user_alice".into())]
+    );
+    alice.batch_execute("commit").await.unwrap();
+    // Prepared statements still work after DISCARD ALL.
+    let r = alice.query_one("select auth.user_id()", &[]).await.unwrap();
+    assert_eq!(r.get::<_, Option<String>>(0).as_deref(), Some("user_alice"));
+}
+
+#[tokio::test]
+async fn a_client_killed_mid_transaction_leaves_nothing_for_the_next_user() {
+    let (db, proxy) = setup(1).await;
+    {
+        let alice = proxy.connect(&token("user_alice")).await.unwrap();
+        alice.batch_execute("begin").await.unwrap();
+        alice
+            .batch_execute(
+                "update user_messages set message = 'changed' where user_id = 'user_alice'",
+            )
+            .await
+            .unwrap();
+        alice
+            .batch_execute("select set_config('app.custom', 'alice-was-here', true)")
+            .await
+            .unwrap();
+        // Dropped here mid-transaction: the socket closes without Terminate.
+    }
+    // The only pooled connection goes to bob next.
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    let mut seen = None;
+    for _ in 0..100 {
+        match bob
+            .simple_query("select auth.user_id(), coalesce(current_setting('app.custom', true), ''), txid_current_if_assigned()::text")
+            .await
+        {
+            Ok(msgs) => {
+                seen = msgs.into_iter().find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => Some((
+                        r.get(0).map(str::to_owned),
+                        r.get(1).map(str::to_owned),
+                        r.get(2).map(str::to_owned),
+                    )),
+                    _ => None,
+                });
+                break;
+            }
+            Err(e) => panic!("bob's query failed: {e}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        Some((Some("user_bob".into()), Some(String::new()), None))
+    );
+    // Alice's update was rolled back.
+    let admin = db.admin_client().await;
+    let changed: i64 = admin
+        .query_one(
+            "select count(*) from user_messages where message = 'changed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(changed, 0);
+}
+
+#[tokio::test]
+async fn a_full_pool_gives_a_clear_error_after_acquire_timeout() {
+    let db = pg().new_database();
+    let proxy = rowgate(&proxy_config(&db, 1, "acquire_timeout = \"200ms\"")).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    alice.batch_execute("begin").await.unwrap();
+    alice.batch_execute("select 1").await.unwrap();
+    let err = bob.simple_query("select 1").await.unwrap_err();
+    let db_err = err.as_db_error().expect("an error from rowgate");
+    assert_eq!(db_err.code().code(), "53300");
+    assert!(
+        db_err.message().contains("pool_size 1"),
+        "{}",
+        db_err.message()
+    );
+    alice.batch_execute("commit").await.unwrap();
+    assert_eq!(
+        simple_col(&bob, "select auth.user_id()").await,
+        [Some("user_bob".into())]
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_a_reason_and_the_listener_stays_healthy() {
+    let (_db, proxy) = setup(1).await;
+    let now = support::unix_now();
+    let mut expired = support::clerk_claims("user_alice");
+    expired["exp"] = (now - 3600).into();
+    expired["nbf"] = (now - 7200).into();
+    expired["iat"] = (now - 7200).into();
+    let mut wrong_iss = support::clerk_claims("user_alice");
+    wrong_iss["iss"] = "https://evil.example".into();
+    let other_key = support::TestKeys::generate("other");
+    let cases = [
+        ("expired", support::token_with(expired), "28000"),
+        ("wrong issuer", support::token_with(wrong_iss), "28000"),
+        (
+            "other key",
+            support::sign_rs256(&other_key, support::clerk_claims("user_alice")),
+            "28P01",
+        ),
+        ("garbage", "not-a-jwt".to_string(), "28P01"),
+    ];
+    for (what, tok, _code) in &cases {
+        let err = proxy
+            .connect(tok)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what} accepted"));
+        let db_err = err.as_db_error().unwrap_or_else(|| panic!("{what}: {err}"));
+        assert!(
+            db_err.code().code().starts_with("28"),
+            "{what}: {} {}",
+            db_err.code().code(),
+            db_err.message()
+        );
+        assert!(
+            !db_err.message().contains(tok.as_str()),
+            "{what}: token echoed"
+        );
+    }
+    // The listener still serves good tokens.
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    assert_eq!(
+        simple_col(&alice, "select auth.user_id()").await,
+        [Some("user_alice".into())]
+    );
+}
+
+#[tokio::test]
+async fn bytes_pipelined_after_the_startup_packet_are_kept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_db, proxy) = setup(1).await;
+    let tok = token("user_alice");
+    // Startup, password and a query in one write, before any reply: what
+    // @neondatabase/serverless does.
+    let mut bytes =
+        rowgate::wire::frontend::startup_message(&[("user", "anyone"), ("database", "app")])
+            .to_vec();
+    let mut msgs = bytes::BytesMut::new();
+    rowgate::wire::put_frame(&mut msgs, b'p', |b| {
+        rowgate::wire::put_cstr(b, tok.as_bytes())
+    });
+    rowgate::wire::frontend::put_query(&mut msgs, "select auth.user_id()");
+    bytes.extend_from_slice(&msgs);
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    tcp.write_all(&bytes).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut tags = Vec::new();
+    let mut data = Vec::new();
+    'read: loop {
+        assert!(
+            tcp.read_buf(&mut buf).await.unwrap() > 0,
+            "closed early: {tags:?}"
+        );
+        while let Some(f) = rowgate::wire::next_frame(&mut buf, 1 << 20).unwrap() {
+            tags.push(f.tag() as char);
+            if f.tag() == b'D' {
+                data.push(String::from_utf8_lossy(f.body()).into_owned());
+            }
+            if f.tag() == b'Z' && tags.contains(&'D') {
+                break 'read;
+            }
+        }
+    }
+    assert!(data[0].contains("user_alice"), "{data:?}");
+    assert_eq!(tags.first(), Some(&'R'));
+}
+
+#[tokio::test]
+async fn psql_sessions_with_different_tokens_see_only_their_rows() {
+    let (_db, proxy) = setup(2).await;
+    for (user, expected) in [("user_alice", "alice 1\nalice 2"), ("user_bob", "bob 1")] {
+        let (conninfo, tok) = (proxy.conninfo(), token(user));
+        // psql blocks; rowgate runs on this test's runtime and must keep going.
+        let out = tokio::task::spawn_blocking(move || {
+            support::psql(
+                &conninfo,
+                &tok,
+                "select message from user_messages order by id",
+            )
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_request_reaches_the_running_query() {
+    let (_db, proxy) = setup(1).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    let cancel = alice.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = alice.simple_query("select pg_sleep(30)").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
+    canceller.await.unwrap().unwrap();
+    assert_eq!(
+        simple_col(&alice, "select auth.user_id()").await,
+        [Some("user_alice".into())]
+    );
+}

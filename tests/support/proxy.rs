@@ -1,0 +1,87 @@
+//! rowgate itself, started in-process inside the calling test's runtime.
+
+use super::{keys, TestDb, ISSUER};
+use std::net::SocketAddr;
+
+/// A rowgate listening on 127.0.0.1, stopped when dropped.
+pub struct RunningProxy {
+    server: rowgate::Server,
+}
+
+impl RunningProxy {
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+
+    /// A libpq conninfo string for psql (password passed separately).
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=app user=anyone sslmode=disable",
+            self.port()
+        )
+    }
+
+    /// Connects with tokio-postgres, `token` as the password.
+    pub async fn connect(
+        &self,
+        token: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port())
+            .user("anyone")
+            .dbname("app")
+            .password(token)
+            .connect(tokio_postgres::NoTls)
+            .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// Upstream connections idle in the pool.
+    pub fn idle_upstream(&self) -> usize {
+        self.server.idle_upstream_connections()
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.server.stop();
+    }
+}
+
+/// A config for `db` verifying the test keys' tokens (PEM file), with extra
+/// TOML lines appended to the `[upstream]` table.
+pub fn proxy_config(db: &TestDb, pool_size: usize, upstream_extra: &str) -> String {
+    format!(
+        r#"
+[listen]
+addr = "127.0.0.1:0"
+[upstream]
+url = "{url}"
+pool_size = {pool_size}
+{upstream_extra}
+[auth]
+issuer = "{ISSUER}"
+public_key_file = "{pem}"
+leeway_secs = 5
+"#,
+        url = db.authenticator_url(),
+        pem = keys().public_pem_path.display(),
+    )
+}
+
+/// Starts rowgate with `config_toml`.
+pub async fn rowgate(config_toml: &str) -> RunningProxy {
+    let config = rowgate::Config::from_toml(config_toml).expect("test config is valid");
+    let server = rowgate::start(config).await.expect("rowgate starts");
+    RunningProxy { server }
+}
