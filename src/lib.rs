@@ -3,4 +3,5 @@
 //! as transaction-local settings, so Row-Level Security sees a real user on a
 //! pooled connection without leaking it to the next one.
 
+pub mod auth;
 pub mod metrics;
