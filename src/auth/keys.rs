@@ -151,10 +151,14 @@ impl KeySet {
                     .iter()
                     .filter(|k| k.kid.as_deref() == Some(kid))
                     .collect();
-                if found.is_empty() {
-                    Pick::UnknownKid
-                } else {
+                if !found.is_empty() {
                     Pick::Found(found)
+                } else if self.keys.len() == 1 && self.keys[0].kid.is_none() {
+                    // A single key without a kid (a PEM such as Clerk's
+                    // CLERK_JWT_KEY) verifies whatever kid the token names.
+                    Pick::Found(vec![&self.keys[0]])
+                } else {
+                    Pick::UnknownKid
                 }
             }
             None if self.keys.len() == 1 => Pick::Found(vec![&self.keys[0]]),
