@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use jsonwebtoken::Algorithm;
 use sha2::{Digest, Sha256};
 
 use super::cache::TokenCache;
@@ -123,7 +124,9 @@ impl Authenticator {
         let every = Duration::from_secs(auth.jwks_refresh_secs);
         let refresh_tasks = remote.iter().map(|s| spawn_refresh(s, every)).collect();
         let with_role = ident.role.is_some()
-            || issuers.iter().any(|i| i.spec.user_policy == UserPolicy::Map);
+            || issuers
+                .iter()
+                .any(|i| i.spec.user_policy == UserPolicy::Map);
         let mut setting_names: Vec<String> =
             ident.settings.iter().map(|(n, _)| n.clone()).collect();
         if with_role {
@@ -162,11 +165,17 @@ impl Authenticator {
     /// Verifies the password a client sent. `startup_user` is the `user`
     /// from the client's StartupMessage. Every refusal is counted in
     /// `rowgate_auth_failures_total{reason}`.
-    pub async fn authenticate(&self, token: &str, startup_user: &str) -> Result<Identity, AuthError> {
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        startup_user: &str,
+    ) -> Result<Identity, AuthError> {
         let token = token.trim();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let id = hex::encode(&digest[..6]);
-        let result = self.authenticate_inner(token, &digest, startup_user, id.clone()).await;
+        let result = self
+            .authenticate_inner(token, &digest, startup_user, id.clone())
+            .await;
         match &result {
             Ok(identity) => {
                 tracing::debug!(token_id = %id, sub = %identity.subject, "token accepted")
@@ -206,9 +215,26 @@ impl Authenticator {
             if !list.contains(&parsed.alg) {
                 return Err(AuthError::AlgNotAllowed {
                     alg: format!("{:?}", parsed.alg),
-                    why: format!("issuer {} allows only {list:?}", quoted(&issuer.spec.issuer)),
+                    why: format!(
+                        "issuer {} allows only {list:?}",
+                        quoted(&issuer.spec.issuer)
+                    ),
                 });
             }
+        }
+        let hmac_alg = matches!(
+            parsed.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        );
+        if hmac_alg && !matches!(issuer.spec.source, KeySourceSpec::Hmac(_)) {
+            // RS/HS confusion, refused before any key is even looked at.
+            return Err(AuthError::AlgNotAllowed {
+                alg: format!("{:?}", parsed.alg),
+                why: format!(
+                    "issuer {} verifies with public keys, never a shared secret",
+                    quoted(&issuer.spec.issuer)
+                ),
+            });
         }
         let key = self.select_key(issuer, &parsed).await?;
         self.verifications.fetch_add(1, Ordering::Relaxed);
@@ -230,7 +256,8 @@ impl Authenticator {
         )?;
         check_times(&verified, now, self.leeway)?;
         let verified = Arc::new(verified);
-        self.cache.insert(*digest, verified.clone(), verified.exp, now);
+        self.cache
+            .insert(*digest, verified.clone(), verified.exp, now);
         self.finish(&verified, startup_user, id)
     }
 
@@ -246,7 +273,11 @@ impl Authenticator {
         }
     }
 
-    async fn select_key(&self, issuer: &Issuer, parsed: &Parsed<'_>) -> Result<Arc<VerifyKey>, AuthError> {
+    async fn select_key(
+        &self,
+        issuer: &Issuer,
+        parsed: &Parsed<'_>,
+    ) -> Result<Arc<VerifyKey>, AuthError> {
         match &issuer.keys {
             Keys::Static(set) => pick(set, issuer, parsed, || "no key is configured".into()),
             Keys::Jwks(src) => {

@@ -180,7 +180,8 @@ mod tests {
 
     #[test]
     fn org_virtual_paths_prefer_v2() {
-        let v2 = obj(json!({"o": {"id": "org_2", "rol": "admin", "slg": "acme"}, "org_id": "org_1"}));
+        let v2 =
+            obj(json!({"o": {"id": "org_2", "rol": "admin", "slg": "acme"}, "org_id": "org_1"}));
         assert_eq!(ClaimPath::OrgId.render(&v2), "org_2");
         assert_eq!(ClaimPath::OrgRole.render(&v2), "admin");
         assert_eq!(ClaimPath::OrgSlug.render(&v2), "acme");

@@ -301,7 +301,9 @@ impl AuthConfig {
             return bad("jwks_connect_timeout_ms and jwks_timeout_ms must be at least 1");
         }
         if self.jwks_timeout_ms > 60_000 {
-            return bad("jwks_timeout_ms is above 60000; a JWKS fetch that slow would stall logins");
+            return bad(
+                "jwks_timeout_ms is above 60000; a JWKS fetch that slow would stall logins",
+            );
         }
         Ok(())
     }
@@ -390,9 +392,11 @@ impl AuthConfig {
         let source = match (sources.len(), source) {
             (1, Some(s)) => s,
             (0, _) => {
-                return Err(bad("no key source: set one of jwks_url, jwks_file, public_key_file, \
+                return Err(bad(
+                    "no key source: set one of jwks_url, jwks_file, public_key_file, \
                      public_key, hs256_secret, hmac_secret"
-                    .into()))
+                        .into(),
+                ))
             }
             _ => {
                 return Err(bad(format!(
@@ -411,7 +415,9 @@ impl AuthConfig {
             return Err(bad("hmac_algorithms only applies with hmac_secret".into()));
         }
         if ic.hmac_algorithms.is_some() && ic.algorithms.is_some() {
-            return Err(bad("set either algorithms or hmac_algorithms, not both".into()));
+            return Err(bad(
+                "set either algorithms or hmac_algorithms, not both".into()
+            ));
         }
         let names = ic.algorithms.as_ref().or(ic.hmac_algorithms.as_ref());
         let mut algorithms = match names {
@@ -567,7 +573,10 @@ fn ordered_table<'de, D: Deserializer<'de>>(
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a table of setting name = \"claim path\"")
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             while let Some((k, v)) = m.next_entry::<String, String>()? {
                 out.push((k, v));
@@ -619,9 +628,11 @@ impl IdentityConfig {
         let mut settings = Vec::with_capacity(pairs.len());
         for (name, path) in pairs {
             if name == "role" {
-                return Err(bad("\"role\" cannot be a plain setting; use role_claim or role \
+                return Err(bad(
+                    "\"role\" cannot be a plain setting; use role_claim or role \
                      (with allowed_roles)"
-                    .into()));
+                        .into(),
+                ));
             }
             if !is_custom_setting_name(&name) {
                 return Err(bad(format!(
@@ -632,8 +643,8 @@ impl IdentityConfig {
             if !seen.insert(name.to_ascii_lowercase()) {
                 return Err(bad(format!("setting {name:?} is listed twice")));
             }
-            let path = ClaimPath::parse(&path)
-                .map_err(|why| bad(format!("setting {name:?}: {why}")))?;
+            let path =
+                ClaimPath::parse(&path).map_err(|why| bad(format!("setting {name:?}: {why}")))?;
             settings.push((name, path));
         }
         let role = match (&self.role_claim, &self.role) {
@@ -642,9 +653,11 @@ impl IdentityConfig {
             }
             (Some(p), None) => {
                 if self.allowed_roles.is_empty() {
-                    return Err(bad("role_claim needs allowed_roles; otherwise a token could \
+                    return Err(bad(
+                        "role_claim needs allowed_roles; otherwise a token could \
                          switch to any role, including a superuser"
-                        .into()));
+                            .into(),
+                    ));
                 }
                 let path = ClaimPath::parse(p).map_err(|why| bad(format!("role_claim: {why}")))?;
                 Some(RoleSource::Claim(path))
@@ -739,7 +752,10 @@ users = { app = "app_user" }
         assert_eq!(specs[0].algorithms, Some(vec![Algorithm::HS256]));
         assert_eq!(specs[1].user_policy, UserPolicy::Map);
         assert_eq!(a.on_expiry, OnExpiry::Allow);
-        assert!(!format!("{a:?}").contains("0123456789abcdef"), "secret leaked in Debug");
+        assert!(
+            !format!("{a:?}").contains("0123456789abcdef"),
+            "secret leaked in Debug"
+        );
     }
 
     fn err(toml_text: &str) -> String {
@@ -827,7 +843,8 @@ users = { app = "app_user" }
         .unwrap();
         let names: Vec<_> = s.settings.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["z.last", "a.first", "m.mid"]);
-        let s = identity("[identity.settings]\n\"b.x\" = \"sub\"\n\"a.y\" = \"org_role\"\n").unwrap();
+        let s =
+            identity("[identity.settings]\n\"b.x\" = \"sub\"\n\"a.y\" = \"org_role\"\n").unwrap();
         let names: Vec<_> = s.settings.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["b.x", "a.y"]);
     }
@@ -835,11 +852,23 @@ users = { app = "app_user" }
     #[test]
     fn identity_mistakes() {
         let cases = [
-            ("[identity]\nsettings = { search_path = \"sub\" }\n", "custom setting"),
-            ("[identity]\nsettings = { role = \"sub\" }\n", "cannot be a plain setting"),
+            (
+                "[identity]\nsettings = { search_path = \"sub\" }\n",
+                "custom setting",
+            ),
+            (
+                "[identity]\nsettings = { role = \"sub\" }\n",
+                "cannot be a plain setting",
+            ),
             ("[identity]\nrole_claim = \"r\"\n", "needs allowed_roles"),
-            ("[identity]\nrole_claim = \"r\"\nrole = \"x\"\nallowed_roles=[\"x\"]\n", "not both"),
-            ("[identity]\nrole = \"x\"\nallowed_roles = [\"y\"]\n", "not in allowed_roles"),
+            (
+                "[identity]\nrole_claim = \"r\"\nrole = \"x\"\nallowed_roles=[\"x\"]\n",
+                "not both",
+            ),
+            (
+                "[identity]\nrole = \"x\"\nallowed_roles = [\"y\"]\n",
+                "not in allowed_roles",
+            ),
             ("[identity]\nsettings = { \"a.b\" = \"\" }\n", "empty"),
         ];
         for (text, want) in cases {

@@ -199,7 +199,11 @@ pub(crate) fn identity_for(
     let mut values = v.values.clone();
     if with_role {
         // "none" is what SET ROLE NONE sets: the session user, no switch.
-        values.push(mapped.or_else(|| v.role.clone()).unwrap_or_else(|| "none".into()));
+        values.push(
+            mapped
+                .or_else(|| v.role.clone())
+                .unwrap_or_else(|| "none".into()),
+        );
     }
     Ok(Identity {
         subject: v.subject.clone(),

@@ -39,7 +39,9 @@ pub(crate) struct JwksSource {
 /// Builds the HTTP client for one JWKS URL: rustls with the ring provider
 /// and webpki roots, no redirects, connect and total timeouts.
 fn http_client(cfg: &AuthConfig, url: &Url) -> Result<reqwest::Client, AuthConfigError> {
-    let bad = |e: String| AuthConfigError::invalid("[auth]", format!("cannot set up the JWKS HTTP client: {e}"));
+    let bad = |e: String| {
+        AuthConfigError::invalid("[auth]", format!("cannot set up the JWKS HTTP client: {e}"))
+    };
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -81,7 +83,11 @@ fn describe(e: &reqwest::Error, cfg_timeout_ms: u64) -> String {
 }
 
 /// GETs the JWKS body, enforcing status, no redirect and the size cap.
-async fn fetch_body(client: &reqwest::Client, url: &Url, timeout_ms: u64) -> Result<Vec<u8>, String> {
+async fn fetch_body(
+    client: &reqwest::Client,
+    url: &Url,
+    timeout_ms: u64,
+) -> Result<Vec<u8>, String> {
     let mut resp = client
         .get(url.clone())
         .header(reqwest::header::ACCEPT, "application/json")
@@ -97,7 +103,10 @@ async fn fetch_body(client: &reqwest::Client, url: &Url, timeout_ms: u64) -> Res
     if !status.is_success() {
         return Err(format!("server answered {status}"));
     }
-    if resp.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+    {
         return Err("response is larger than 64 KiB".into());
     }
     let mut body = Vec::new();
@@ -111,7 +120,11 @@ async fn fetch_body(client: &reqwest::Client, url: &Url, timeout_ms: u64) -> Res
 }
 
 impl JwksSource {
-    pub(crate) fn new(cfg: &AuthConfig, issuer: &str, url: Url) -> Result<Arc<Self>, AuthConfigError> {
+    pub(crate) fn new(
+        cfg: &AuthConfig,
+        issuer: &str,
+        url: Url,
+    ) -> Result<Arc<Self>, AuthConfigError> {
         Ok(Arc::new(JwksSource {
             issuer: issuer.to_owned(),
             client: http_client(cfg, &url)?,
@@ -139,7 +152,11 @@ impl JwksSource {
 
     /// Why the keys are unavailable, for the error a client sees.
     pub(crate) fn unavailable_reason(&self) -> String {
-        let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         match last {
             Some(e) => format!("JWKS fetch from {} failed: {e}", self.url),
             None => format!("the JWKS at {} has no usable key", self.url),
@@ -210,7 +227,6 @@ impl JwksSource {
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
-
 }
 
 /// Starts the background refresh for `src`. The task holds only a weak

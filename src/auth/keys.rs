@@ -87,10 +87,17 @@ impl std::fmt::Debug for VerifyKey {
 impl VerifyKey {
     /// Whether this key may verify a token signed with `alg` for an issuer
     /// with the given allowlist (`None` = default from the key).
-    pub(crate) fn permits(&self, alg: Algorithm, allow: Option<&[Algorithm]>) -> Result<(), String> {
+    pub(crate) fn permits(
+        &self,
+        alg: Algorithm,
+        allow: Option<&[Algorithm]>,
+    ) -> Result<(), String> {
         let kid = self.kid.as_deref().unwrap_or("(no kid)");
         if !self.kind.fits(alg) {
-            return Err(format!("key {kid:?} is {} and cannot verify {alg:?}", self.kind.name()));
+            return Err(format!(
+                "key {kid:?} is {} and cannot verify {alg:?}",
+                self.kind.name()
+            ));
         }
         if let Some(pin) = self.pinned {
             if pin != alg {
@@ -213,7 +220,8 @@ pub(crate) fn load_static(spec: &IssuerSpec) -> Result<Option<KeySet>, AuthConfi
         KeySourceSpec::JwksUrl(_) => return Ok(None),
         KeySourceSpec::JwksFile(path) => {
             let bytes = read(path)?;
-            let set = parse_jwks(&bytes).map_err(|e| bad(format!("jwks_file {}: {e}", path.display())))?;
+            let set = parse_jwks(&bytes)
+                .map_err(|e| bad(format!("jwks_file {}: {e}", path.display())))?;
             for (i, skipped) in set.1.iter().enumerate() {
                 tracing::warn!(issuer = %spec.issuer, "jwks_file key #{i} skipped: {skipped}");
             }
@@ -221,15 +229,19 @@ pub(crate) fn load_static(spec: &IssuerSpec) -> Result<Option<KeySet>, AuthConfi
         }
         KeySourceSpec::PemFile(path) => {
             let bytes = read(path)?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| bad(format!("public_key_file {} is not text (PEM)", path.display())))?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                bad(format!(
+                    "public_key_file {} is not text (PEM)",
+                    path.display()
+                ))
+            })?;
             let key = key_from_pem(&text)
                 .map_err(|e| bad(format!("public_key_file {}: {e}", path.display())))?;
             KeySet::new(vec![key])
         }
-        KeySourceSpec::PemInline(text) => {
-            KeySet::new(vec![key_from_pem(text).map_err(|e| bad(format!("public_key: {e}")))?])
-        }
+        KeySourceSpec::PemInline(text) => KeySet::new(vec![
+            key_from_pem(text).map_err(|e| bad(format!("public_key: {e}")))?
+        ]),
         KeySourceSpec::Hmac(secret) => {
             let bytes = secret.0.as_bytes();
             if bytes.len() < 32 {
@@ -278,7 +290,10 @@ pub(crate) fn key_from_pem(text: &str) -> Result<VerifyKey, String> {
     let (label, body) = if let Some(rest) = text.strip_prefix("-----BEGIN ") {
         let (label, rest) = rest.split_once("-----").ok_or("PEM header is broken")?;
         let end = format!("-----END {label}-----");
-        let body = rest.split(end.as_str()).next().ok_or("PEM has no END line")?;
+        let body = rest
+            .split(end.as_str())
+            .next()
+            .ok_or("PEM has no END line")?;
         if !rest.contains(end.as_str()) {
             return Err("PEM has no matching END line".into());
         }
@@ -300,11 +315,14 @@ pub(crate) fn key_from_pem(text: &str) -> Result<VerifyKey, String> {
         .map_err(|_| "PEM body is not valid base64")?;
     if label == "RSA PUBLIC KEY" {
         use rsa::pkcs1::DecodeRsaPublicKey;
-        let pk = RsaPublicKey::from_pkcs1_der(&der).map_err(|e| format!("bad PKCS#1 RSA key: {e}"))?;
+        let pk =
+            RsaPublicKey::from_pkcs1_der(&der).map_err(|e| format!("bad PKCS#1 RSA key: {e}"))?;
         return rsa_key(None, None, &pk);
     }
     if label != "PUBLIC KEY" {
-        return Err(format!("unsupported PEM type {label:?}; expected PUBLIC KEY"));
+        return Err(format!(
+            "unsupported PEM type {label:?}; expected PUBLIC KEY"
+        ));
     }
     let hexder = hex::encode(&der);
     for (prefix, kind, len) in [
@@ -326,10 +344,16 @@ pub(crate) fn key_from_pem(text: &str) -> Result<VerifyKey, String> {
     rsa_key(None, None, &pk)
 }
 
-fn rsa_key(kid: Option<String>, pinned: Option<Algorithm>, pk: &RsaPublicKey) -> Result<VerifyKey, String> {
+fn rsa_key(
+    kid: Option<String>,
+    pinned: Option<Algorithm>,
+    pk: &RsaPublicKey,
+) -> Result<VerifyKey, String> {
     let bits = pk.n().bits();
     if bits < 2048 {
-        return Err(format!("RSA key has {bits} bits; at least 2048 are required"));
+        return Err(format!(
+            "RSA key has {bits} bits; at least 2048 are required"
+        ));
     }
     let (n, e) = (pk.n().to_bytes_be(), pk.e().to_bytes_be());
     Ok(VerifyKey {
@@ -352,7 +376,9 @@ fn raw_key(
     let (key, alg) = match kind {
         KeyKind::EcP256 => (DecodingKey::from_ec_der(&bytes), Algorithm::ES256),
         KeyKind::EcP384 => (DecodingKey::from_ec_der(&bytes), Algorithm::ES384),
-        KeyKind::Ed25519 if bytes.len() == 32 => (DecodingKey::from_ed_der(&bytes), Algorithm::EdDSA),
+        KeyKind::Ed25519 if bytes.len() == 32 => {
+            (DecodingKey::from_ed_der(&bytes), Algorithm::EdDSA)
+        }
         _ => return Err(format!("{} has the wrong length", kind.name())),
     };
     if jsonwebtoken::crypto::verify("AA", b"probe", &key, alg).is_err() {
@@ -469,7 +495,11 @@ pub(crate) fn parse_jwks(bytes: &[u8]) -> Result<(KeySet, Vec<String>), String> 
         return Err(format!(
             "JWKS has no usable signing key ({} entries{})",
             list.len(),
-            if broken.is_empty() { String::new() } else { format!("; {}", broken.join("; ")) }
+            if broken.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", broken.join("; "))
+            }
         ));
     }
     Ok((KeySet::new(keys), broken))
@@ -492,18 +522,26 @@ mod tests {
         assert_eq!(jwk_key.pinned, Some(Algorithm::RS256));
         // Env-var mangled forms still parse.
         let mangled = public.replace('\n', "\\n");
-        assert_eq!(key_from_pem(&mangled).unwrap().fingerprint, pem_key.fingerprint);
+        assert_eq!(
+            key_from_pem(&mangled).unwrap().fingerprint,
+            pem_key.fingerprint
+        );
         let bare: String = public.lines().filter(|l| !l.starts_with("-----")).collect();
-        assert_eq!(key_from_pem(&bare).unwrap().fingerprint, pem_key.fingerprint);
+        assert_eq!(
+            key_from_pem(&bare).unwrap().fingerprint,
+            pem_key.fingerprint
+        );
     }
 
     #[test]
     fn pem_mistakes_are_explained() {
         let (private, _) = test_keys::rsa_a();
         assert!(key_from_pem(private).unwrap_err().contains("private key"));
-        assert!(key_from_pem("-----BEGIN PUBLIC KEY-----\n!!\n-----END PUBLIC KEY-----")
-            .unwrap_err()
-            .contains("base64"));
+        assert!(
+            key_from_pem("-----BEGIN PUBLIC KEY-----\n!!\n-----END PUBLIC KEY-----")
+                .unwrap_err()
+                .contains("base64")
+        );
         assert!(key_from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n").is_err());
     }
 
@@ -551,7 +589,11 @@ mod tests {
         let k = key_from_pem(public).unwrap();
         assert!(k.permits(Algorithm::RS256, None).is_ok());
         assert!(k.permits(Algorithm::RS384, None).is_err());
-        assert!(k.permits(Algorithm::HS256, Some(&[Algorithm::HS256])).is_err());
-        assert!(k.permits(Algorithm::PS256, Some(&[Algorithm::PS256])).is_ok());
+        assert!(k
+            .permits(Algorithm::HS256, Some(&[Algorithm::HS256]))
+            .is_err());
+        assert!(k
+            .permits(Algorithm::PS256, Some(&[Algorithm::PS256]))
+            .is_ok());
     }
 }

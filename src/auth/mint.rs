@@ -5,7 +5,9 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng;
 use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde_json::{json, Value};
@@ -55,7 +57,11 @@ pub fn jwk_from_public_pem(kid: &str, public_pem: &str) -> Result<Value, MintErr
 }
 
 /// Signs `claims` with RS256 and a PKCS#8 (or PKCS#1) private PEM.
-pub fn sign_rs256(private_pem: &str, kid: Option<&str>, claims: &Value) -> Result<String, MintError> {
+pub fn sign_rs256(
+    private_pem: &str,
+    kid: Option<&str>,
+    claims: &Value,
+) -> Result<String, MintError> {
     sign_rsa(Algorithm::RS256, private_pem, kid, claims)
 }
 
@@ -145,7 +151,9 @@ mod tests {
         let got = jsonwebtoken::decode::<Value>(&token, &key, &v).unwrap();
         assert_eq!(got.claims["sub"], "user_2abc");
         assert_eq!(got.header.kid.as_deref(), Some("k1"));
-        for k in ["azp", "exp", "fva", "iat", "iss", "jti", "nbf", "sid", "sub", "v", "pla", "fea", "sts"] {
+        for k in [
+            "azp", "exp", "fva", "iat", "iss", "jti", "nbf", "sid", "sub", "v", "pla", "fea", "sts",
+        ] {
             assert!(claims.get(k).is_some(), "missing {k}");
         }
         assert!(claims["sid"].as_str().unwrap().starts_with("sess_"));

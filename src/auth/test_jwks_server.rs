@@ -135,9 +135,9 @@ async fn handle(mut conn: TcpStream, shared: Arc<Shared>) {
         ),
         Mode::Oversized(n) => ok(&padded(n), true),
         Mode::OversizedNoLength(n) => ok(&padded(n), false),
-        Mode::Status(code) => format!(
-            "HTTP/1.1 {code} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        ),
+        Mode::Status(code) => {
+            format!("HTTP/1.1 {code} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        }
     };
     let _ = conn.write_all(reply.as_bytes()).await;
     let _ = conn.shutdown().await;

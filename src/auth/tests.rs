@@ -95,7 +95,14 @@ async fn clerk_v1_flat_org_claims_and_org_paths() {
         .unwrap();
     assert_eq!(
         &id.values[..],
-        ["user_1", "org_v1", "org:member", "v1co", "u:free_user", "[0,-1]"]
+        [
+            "user_1",
+            "org_v1",
+            "org:member",
+            "v1co",
+            "u:free_user",
+            "[0,-1]"
+        ]
     );
     // v2 `o` wins over flat claims; no org at all gives "".
     let v2 = clerk_v2_with_org();
@@ -133,7 +140,11 @@ async fn reconnect_storm_verifies_once_and_rechecks_time() {
     let e = a.authenticate(&token, "u").await.unwrap_err();
     assert_eq!(e.reason(), "expired");
     assert!(e.to_string().starts_with("token expired at 20"), "{e}");
-    assert_eq!(a.verifications(), 1, "expiry is re-checked on the cached entry");
+    assert_eq!(
+        a.verifications(),
+        1,
+        "expiry is re-checked on the cached entry"
+    );
 }
 
 #[tokio::test]
@@ -178,10 +189,16 @@ async fn role_claim_switch_with_allowlist() {
     };
     let id = a.authenticate(&with(json!("editor")), "u").await.unwrap();
     assert_eq!(id.values[3], "editor");
-    let e = a.authenticate(&with(json!("postgres")), "u").await.unwrap_err();
+    let e = a
+        .authenticate(&with(json!("postgres")), "u")
+        .await
+        .unwrap_err();
     assert_eq!(e.reason(), "role_not_allowed");
     assert!(e.to_string().contains("\"postgres\""), "{e}");
-    let e = a.authenticate(&with(json!(["editor"])), "u").await.unwrap_err();
+    let e = a
+        .authenticate(&with(json!(["editor"])), "u")
+        .await
+        .unwrap_err();
     assert_eq!(e.reason(), "bad_claim");
     let plain = sign_rs256(rsa_a().0, None, &clerk_session_claims("u", ISS, 60)).unwrap();
     let e = a.authenticate(&plain, "u").await.unwrap_err();
@@ -225,21 +242,40 @@ async fn ec_ed_hmac_and_several_issuers() {
         let t = sign_with(alg, EncodingKey::from_secret(secret), &claims("hs"));
         a.authenticate(&t, "u").await.unwrap();
     }
-    let t = sign_with(Algorithm::HS384, EncodingKey::from_secret(secret), &claims("hs"));
-    assert_eq!(a.authenticate(&t, "u").await.unwrap_err().reason(), "alg_not_allowed");
+    let t = sign_with(
+        Algorithm::HS384,
+        EncodingKey::from_secret(secret),
+        &claims("hs"),
+    );
+    assert_eq!(
+        a.authenticate(&t, "u").await.unwrap_err().reason(),
+        "alg_not_allowed"
+    );
     for alg in [Algorithm::PS256, Algorithm::RS512] {
         let t = mint::sign_rsa(alg, rsa_b().0, None, &claims("ps")).unwrap();
         a.authenticate(&t, "u").await.unwrap();
     }
     let t = sign_rs256(rsa_b().0, None, &claims("ps")).unwrap();
-    assert_eq!(a.authenticate(&t, "u").await.unwrap_err().reason(), "alg_not_allowed");
+    assert_eq!(
+        a.authenticate(&t, "u").await.unwrap_err().reason(),
+        "alg_not_allowed"
+    );
     // A token from one issuer signed with another issuer's key.
     let t = sign_hs256(secret, &claims("ec")).unwrap();
-    assert_eq!(a.authenticate(&t, "u").await.unwrap_err().reason(), "alg_not_allowed");
+    assert_eq!(
+        a.authenticate(&t, "u").await.unwrap_err().reason(),
+        "alg_not_allowed"
+    );
     let t = sign_rs256(rsa_c().0, None, &claims("ps")).unwrap();
-    assert_eq!(a.authenticate(&t, "u").await.unwrap_err().reason(), "alg_not_allowed");
+    assert_eq!(
+        a.authenticate(&t, "u").await.unwrap_err().reason(),
+        "alg_not_allowed"
+    );
     let t = mint::sign_rsa(Algorithm::PS256, rsa_c().0, None, &claims("ps")).unwrap();
-    assert_eq!(a.authenticate(&t, "u").await.unwrap_err().reason(), "bad_signature");
+    assert_eq!(
+        a.authenticate(&t, "u").await.unwrap_err().reason(),
+        "bad_signature"
+    );
 }
 
 #[tokio::test]
@@ -264,7 +300,12 @@ fn jwks_config(url: &str, extra: &str) -> String {
 }
 
 fn token(kid: &str, private: &str) -> String {
-    sign_rs256(private, Some(kid), &clerk_session_claims("user_jwks", ISS, 120)).unwrap()
+    sign_rs256(
+        private,
+        Some(kid),
+        &clerk_session_claims("user_jwks", ISS, 120),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -287,7 +328,10 @@ async fn key_rotation_is_picked_up_without_restart() {
     server.set_jwks(json!({"keys": [jwk("b", rsa_b().1)]}));
     a.authenticate(&old, "u").await.unwrap();
     let other = token("c", rsa_c().0); // unknown kid: forces a refetch
-    assert_eq!(a.authenticate(&other, "u").await.unwrap_err().reason(), "unknown_kid");
+    assert_eq!(
+        a.authenticate(&other, "u").await.unwrap_err().reason(),
+        "unknown_kid"
+    );
     let e = a.authenticate(&old, "u").await.unwrap_err();
     assert_eq!(e.reason(), "unknown_kid", "{e}");
     assert!(e.to_string().contains("\"a\""), "{e}");
@@ -301,7 +345,10 @@ async fn unknown_kid_refetch_is_rate_limited_and_single_flight() {
     assert_eq!(server.hits(), 1);
     // The fetch at start counts against the limit too.
     let bogus = token("zzz", rsa_c().0);
-    assert_eq!(a.authenticate(&bogus, "u").await.unwrap_err().reason(), "unknown_kid");
+    assert_eq!(
+        a.authenticate(&bogus, "u").await.unwrap_err().reason(),
+        "unknown_kid"
+    );
     assert_eq!(server.hits(), 1, "start fetch was under a second ago");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // Many concurrent callers with an unknown kid while the server is slow:
@@ -332,11 +379,17 @@ async fn jwks_down_at_start_then_recovers_on_first_use() {
     server.set_mode(Mode::Down);
     let started = Instant::now();
     let a = authenticator(&jwks_config(&server.url(), "")).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "start must not hang");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "start must not hang"
+    );
     let t = token("a", rsa_a().0);
     let e = a.authenticate(&t, "u").await.unwrap_err();
     assert_eq!(e.reason(), "keys_unavailable");
-    assert!(e.to_string().contains("JWKS fetch from http://127.0.0.1"), "{e}");
+    assert!(
+        e.to_string().contains("JWKS fetch from http://127.0.0.1"),
+        "{e}"
+    );
     server.set_mode(Mode::Serve);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     a.authenticate(&t, "u").await.unwrap();
@@ -359,8 +412,14 @@ async fn failed_refresh_keeps_last_good_keys() {
         server.set_mode(mode.clone());
         let started = Instant::now();
         let bogus = token("nope", rsa_b().0);
-        assert_eq!(a.authenticate(&bogus, "u").await.unwrap_err().reason(), "unknown_kid");
-        assert!(started.elapsed() < Duration::from_secs(2), "{mode:?} took too long");
+        assert_eq!(
+            a.authenticate(&bogus, "u").await.unwrap_err().reason(),
+            "unknown_kid"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{mode:?} took too long"
+        );
         a.authenticate(&t, "u").await.unwrap();
     }
     let after = crate::metrics::get("rowgate_jwks_refresh_failures_total", "");
@@ -374,13 +433,19 @@ async fn slow_or_redirecting_jwks_gives_a_clear_error() {
     let started = Instant::now();
     let a = authenticator(&jwks_config(&server.url(), "")).await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    let e = a.authenticate(&token("a", rsa_a().0), "u").await.unwrap_err();
+    let e = a
+        .authenticate(&token("a", rsa_a().0), "u")
+        .await
+        .unwrap_err();
     assert_eq!(e.reason(), "keys_unavailable");
     assert!(e.to_string().contains("timed out"), "{e}");
 
     server.set_mode(Mode::Redirect("http://127.0.0.1:1/x".into()));
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let e = a.authenticate(&token("a", rsa_a().0), "u").await.unwrap_err();
+    let e = a
+        .authenticate(&token("a", rsa_a().0), "u")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("redirects are not followed"), "{e}");
 }
 
@@ -399,4 +464,13 @@ async fn background_refresh_picks_up_new_keys() {
     a.authenticate(&token("b", rsa_b().0), "u").await.unwrap();
     assert_eq!(server.hits(), before, "kid b was already known");
     drop(a);
+}
+
+#[tokio::test]
+async fn authenticator_and_its_future_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    let a = authenticator(&pem_config("")).await;
+    send_sync(&a);
+    send(async move { a.authenticate("x", "u").await });
 }

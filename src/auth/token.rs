@@ -26,7 +26,11 @@ pub(crate) struct Parsed<'a> {
     pub claims: Map<String, Value>,
 }
 
-fn b64_json(part: &str, what_b64: &'static str, what_json: &'static str) -> Result<Map<String, Value>, AuthError> {
+fn b64_json(
+    part: &str,
+    what_b64: &'static str,
+    what_json: &'static str,
+) -> Result<Map<String, Value>, AuthError> {
     // RFC 7515: base64url without padding, so padding is refused too.
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(part.as_bytes())
@@ -40,7 +44,9 @@ fn b64_json(part: &str, what_b64: &'static str, what_json: &'static str) -> Resu
 /// Decodes `token` (already trimmed).
 pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, AuthError> {
     if token.is_empty() {
-        return Err(AuthError::Malformed("the password is empty; send the JWT as the password"));
+        return Err(AuthError::Malformed(
+            "the password is empty; send the JWT as the password",
+        ));
     }
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::Malformed("token is larger than 16 KiB"));
@@ -49,7 +55,9 @@ pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, AuthError> {
     let (header, payload, signature) = match parts.as_slice() {
         [h, p, s] => (*h, *p, *s),
         [_, _, _, _, _] => {
-            return Err(AuthError::Malformed("encrypted tokens (JWE) are not supported"))
+            return Err(AuthError::Malformed(
+                "encrypted tokens (JWE) are not supported",
+            ))
         }
         _ => {
             return Err(AuthError::Malformed(
@@ -57,7 +65,11 @@ pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, AuthError> {
             ))
         }
     };
-    let header = b64_json(header, "header is not base64url", "header is not a JSON object")?;
+    let header = b64_json(
+        header,
+        "header is not base64url",
+        "header is not a JSON object",
+    )?;
     let alg = match header.get("alg") {
         Some(Value::String(a)) => a,
         _ => return Err(AuthError::Malformed("header has no alg")),
@@ -79,9 +91,15 @@ pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, AuthError> {
     };
     if header.contains_key("crit") {
         // RFC 7515 4.1.11: extensions we do not understand must be refused.
-        return Err(AuthError::Malformed("header has crit extensions, which are not supported"));
+        return Err(AuthError::Malformed(
+            "header has crit extensions, which are not supported",
+        ));
     }
-    let claims = b64_json(payload, "payload is not base64url", "payload is not a JSON object")?;
+    let claims = b64_json(
+        payload,
+        "payload is not base64url",
+        "payload is not a JSON object",
+    )?;
     if signature.is_empty() {
         return Err(AuthError::BadSignature);
     }
@@ -110,7 +128,11 @@ mod tests {
 
     #[test]
     fn decodes_a_well_formed_token() {
-        let t = format!("{}.{}.c2ln", b64(r#"{"alg":"RS256","kid":"k"}"#), b64(r#"{"sub":"u"}"#));
+        let t = format!(
+            "{}.{}.c2ln",
+            b64(r#"{"alg":"RS256","kid":"k"}"#),
+            b64(r#"{"sub":"u"}"#)
+        );
         let p = parse(&t).unwrap();
         assert_eq!(p.alg, Algorithm::RS256);
         assert_eq!(p.kid.as_deref(), Some("k"));
