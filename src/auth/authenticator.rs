@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use super::cache::TokenCache;
 use super::claims::str_claim;
 use super::config::{
-    AuthConfig, IdentityConfig, IdentitySpec, IssuerSpec, KeySourceSpec, OnExpiry, UserPolicy,
+    cross_check, AuthConfig, IdentityConfig, IdentitySpec, IssuerSpec, KeySourceSpec, OnExpiry,
+    UserPolicy,
 };
 use super::error::{quoted, AuthConfigError, AuthError};
 use super::identity::{check_times, identity_for, verify_claims, Identity, Verified};
@@ -91,6 +92,7 @@ impl Authenticator {
     ) -> Result<Arc<Self>, AuthConfigError> {
         let specs = auth.issuer_specs()?;
         let ident = identity.spec()?;
+        cross_check(&specs, &ident)?;
         let mut issuers = Vec::with_capacity(specs.len());
         let mut remote = Vec::new();
         for spec in specs {

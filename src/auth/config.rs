@@ -684,6 +684,38 @@ impl IdentityConfig {
     }
 }
 
+/// Checks `[auth]`, `[identity]` and how they fit together, without network:
+/// what `rowgate check` should call.
+pub fn validate(auth: &AuthConfig, identity: &IdentityConfig) -> Result<(), AuthConfigError> {
+    auth.validate()?;
+    cross_check(&auth.issuer_specs()?, &identity.spec()?)
+}
+
+/// A `users` map whose roles are outside `allowed_roles` could never log
+/// anyone in; say so at start instead of at every login.
+pub(crate) fn cross_check(
+    specs: &[IssuerSpec],
+    ident: &IdentitySpec,
+) -> Result<(), AuthConfigError> {
+    if ident.allowed_roles.is_empty() {
+        return Ok(());
+    }
+    for spec in specs.iter().filter(|s| s.user_policy == UserPolicy::Map) {
+        for (user, role) in &spec.users {
+            if !ident.allowed_roles.contains(role) {
+                return Err(AuthConfigError::invalid(
+                    format!("[auth] issuer {:?}", spec.issuer),
+                    format!(
+                        "users maps {user:?} to role {role:?}, which is not in [identity] \
+                         allowed_roles"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `app.user_id`-style names only: Postgres accepts unknown settings only
 /// when qualified with a dot, and refusing plain names keeps a config typo
 /// from ever writing a real server setting (search_path, ...).
@@ -847,6 +879,23 @@ users = { app = "app_user" }
             identity("[identity.settings]\n\"b.x\" = \"sub\"\n\"a.y\" = \"org_role\"\n").unwrap();
         let names: Vec<_> = s.settings.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["b.x", "a.y"]);
+    }
+
+    #[test]
+    fn user_map_roles_must_be_allowed() {
+        #[derive(Deserialize)]
+        struct W {
+            auth: AuthConfig,
+            identity: IdentityConfig,
+        }
+        let w: W = toml::from_str(
+            "[auth]\nissuer = \"a\"\nhs256_secret = \"s\"\nuser_policy = \"map\"\n\
+             users = { app = \"app_user\", ops = \"postgres\" }\n\
+             [identity]\nallowed_roles = [\"app_user\"]\n",
+        )
+        .unwrap();
+        let e = validate(&w.auth, &w.identity).unwrap_err().to_string();
+        assert!(e.contains("\"postgres\""), "{e}");
     }
 
     #[test]

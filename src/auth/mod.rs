@@ -25,6 +25,8 @@ mod test_keys;
 mod tests;
 
 pub use authenticator::{token_id, Authenticator};
-pub use config::{AuthConfig, IdentityConfig, IssuerConfig, OnExpiry, Secret, UserPolicy};
+pub use config::{
+    validate, AuthConfig, IdentityConfig, IssuerConfig, OnExpiry, Secret, UserPolicy,
+};
 pub use error::{AuthConfigError, AuthError};
 pub use identity::Identity;
