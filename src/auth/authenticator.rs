@@ -13,14 +13,12 @@ use sha2::{Digest, Sha256};
 
 use super::cache::TokenCache;
 use super::claims::str_claim;
-use super::config::{
-    cross_check, AuthConfig, IdentityConfig, IdentitySpec, IssuerSpec, KeySourceSpec, OnExpiry,
-    UserPolicy,
-};
+use super::config::{AuthConfig, IssuerSpec, KeySourceSpec, OnExpiry, UserPolicy};
 use super::error::{quoted, AuthConfigError, AuthError};
 use super::identity::{check_times, identity_for, verify_claims, Identity, Verified};
 use super::jwks::{spawn_refresh, JwksSource};
 use super::keys::{load_static, KeySet, Pick, VerifyKey};
+use super::settings::{cross_check, IdentityConfig, IdentitySpec};
 use super::token::{self, Parsed};
 use crate::metrics;
 

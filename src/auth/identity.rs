@@ -7,8 +7,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::claims::{check_audience, date_claim, str_claim};
-use super::config::{IdentitySpec, IssuerSpec, RoleSource, UserPolicy};
+use super::config::{IssuerSpec, UserPolicy};
 use super::error::{quoted, AuthError};
+use super::settings::{IdentitySpec, RoleSource};
 
 /// The verified identity of a client, handed to the proxy.
 #[derive(Clone, Debug)]

@@ -15,6 +15,7 @@ mod identity;
 mod jwks;
 mod keys;
 pub mod mint;
+mod settings;
 mod token;
 
 #[cfg(test)]
@@ -25,8 +26,7 @@ mod test_keys;
 mod tests;
 
 pub use authenticator::{token_id, Authenticator};
-pub use config::{
-    validate, AuthConfig, IdentityConfig, IssuerConfig, OnExpiry, Secret, UserPolicy,
-};
+pub use config::{AuthConfig, IssuerConfig, OnExpiry, Secret, UserPolicy};
 pub use error::{AuthConfigError, AuthError};
 pub use identity::Identity;
+pub use settings::{validate, IdentityConfig};

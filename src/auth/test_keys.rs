@@ -40,3 +40,11 @@ pub(crate) fn ed25519() -> (&'static str, &'static str) {
         include_str!("../../tests/fixtures/auth/ed25519.pub.pem"),
     )
 }
+
+/// P-384 pair.
+pub(crate) fn ec_p384() -> (&'static str, &'static str) {
+    (
+        include_str!("../../tests/fixtures/auth/ec_p384.key.pem"),
+        include_str!("../../tests/fixtures/auth/ec_p384.pub.pem"),
+    )
+}

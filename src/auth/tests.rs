@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::mint::{clerk_session_claims, jwk_from_public_pem, sign_hs256, sign_rs256};
 use super::test_jwks_server::{JwksServer, Mode};
-use super::test_keys::{ec_p256, ed25519, rsa_a, rsa_b, rsa_c};
+use super::test_keys::{ec_p256, ec_p384, ed25519, rsa_a, rsa_b, rsa_c};
 use super::*;
 
 const ISS: &str = "https://clerk.test";
@@ -224,12 +224,14 @@ async fn ec_ed_hmac_and_several_issuers() {
         "[auth]\n\
          [[auth.issuers]]\nissuer = \"ec\"\npublic_key = '''\n{}'''\n\
          [[auth.issuers]]\nissuer = \"ed\"\npublic_key = '''\n{}'''\n\
+         [[auth.issuers]]\nissuer = \"ec384\"\npublic_key = '''\n{}'''\n\
          [[auth.issuers]]\nissuer = \"hs\"\nhmac_secret = \"0123456789abcdef0123456789abcdef\"\n\
          hmac_algorithms = [\"HS256\", \"HS512\"]\n\
          [[auth.issuers]]\nissuer = \"ps\"\npublic_key_file = \"{}/tests/fixtures/auth/rsa_b.pub.pem\"\n\
          algorithms = [\"PS256\", \"RS512\"]\n",
         ec_p256().1,
         ed25519().1,
+        ec_p384().1,
         env!("CARGO_MANIFEST_DIR"),
     );
     let a = authenticator(&text).await;
@@ -238,6 +240,16 @@ async fn ec_ed_hmac_and_several_issuers() {
     a.authenticate(&sign_with(Algorithm::ES256, ec, &claims("ec")), "u")
         .await
         .unwrap();
+    let ec384 = EncodingKey::from_ec_pem(ec_p384().0.as_bytes()).unwrap();
+    a.authenticate(&sign_with(Algorithm::ES384, ec384, &claims("ec384")), "u")
+        .await
+        .unwrap();
+    let ec256 = EncodingKey::from_ec_pem(ec_p256().0.as_bytes()).unwrap();
+    let t = sign_with(Algorithm::ES256, ec256, &claims("ec384"));
+    assert_eq!(
+        a.authenticate(&t, "u").await.unwrap_err().reason(),
+        "alg_not_allowed"
+    );
     let ed = EncodingKey::from_ed_pem(ed25519().0.as_bytes()).unwrap();
     a.authenticate(&sign_with(Algorithm::EdDSA, ed, &claims("ed")), "u")
         .await
