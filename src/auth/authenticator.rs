@@ -1,0 +1,352 @@
+//! [`Authenticator`]: the one object the proxy holds. It picks the issuer
+//! from `iss`, the key from `kid` (the key, not the header, decides the
+//! algorithm), verifies the signature, applies the claim policy and caches
+//! the result.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use sha2::{Digest, Sha256};
+
+use super::cache::TokenCache;
+use super::claims::str_claim;
+use super::config::{AuthConfig, IssuerSpec, KeySourceSpec, OnExpiry, UserPolicy};
+use super::error::{quoted, AuthConfigError, AuthError};
+use super::identity::{check_times, identity_for, verify_claims, Identity, Verified};
+use super::jwks::{spawn_refresh, JwksSource};
+use super::keys::{load_static, KeySet, Pick, VerifyKey};
+use super::settings::{cross_check, IdentityConfig, IdentitySpec};
+use super::token::{self, Parsed};
+use crate::metrics;
+
+/// Verified tokens kept at most; beyond it expired, then oldest, go.
+const CACHE_CAPACITY: usize = 10_000;
+
+enum Keys {
+    Static(Arc<KeySet>),
+    Jwks(Arc<JwksSource>),
+}
+
+struct Issuer {
+    spec: IssuerSpec,
+    keys: Keys,
+}
+
+/// Verifies client tokens. `Send + Sync`; share it as `Arc<Authenticator>`.
+pub struct Authenticator {
+    issuers: Vec<Issuer>,
+    by_name: HashMap<String, usize>,
+    identity: IdentitySpec,
+    setting_names: Vec<String>,
+    with_role: bool,
+    leeway: u64,
+    on_expiry: OnExpiry,
+    cache: TokenCache<Verified>,
+    refresh_tasks: Vec<tokio::task::AbortHandle>,
+    /// Signature verifications done (not cache hits); tests read it.
+    verifications: AtomicU64,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("issuers", &self.by_name.keys().collect::<Vec<_>>())
+            .field("setting_names", &self.setting_names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Authenticator {
+    fn drop(&mut self) {
+        for t in &self.refresh_tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The short hex sha256 prefix by which a token may be logged.
+pub fn token_id(token: &str) -> String {
+    hex::encode(&Sha256::digest(token.trim().as_bytes())[..6])
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Authenticator {
+    /// Loads keys (PEM files, JWKS files, JWKS URLs fetched once at start)
+    /// and spawns the JWKS refresh tasks; must be called inside a tokio
+    /// runtime. A JWKS URL that cannot be fetched at start is logged and
+    /// fetched again on first use; it does not stop the start.
+    pub async fn new(
+        auth: &AuthConfig,
+        identity: &IdentityConfig,
+    ) -> Result<Arc<Self>, AuthConfigError> {
+        let specs = auth.issuer_specs()?;
+        let ident = identity.spec()?;
+        cross_check(&specs, &ident)?;
+        let mut issuers = Vec::with_capacity(specs.len());
+        let mut remote = Vec::new();
+        for spec in specs {
+            let keys = match (load_static(&spec)?, &spec.source) {
+                (Some(set), _) => Keys::Static(Arc::new(set)),
+                (None, KeySourceSpec::JwksUrl(url)) => {
+                    let src = JwksSource::new(auth, &spec.issuer, url.clone())?;
+                    remote.push(src.clone());
+                    Keys::Jwks(src)
+                }
+                (None, _) => {
+                    return Err(AuthConfigError::invalid(
+                        format!("[auth] issuer {:?}", spec.issuer),
+                        "no keys could be loaded",
+                    ))
+                }
+            };
+            issuers.push(Issuer { spec, keys });
+        }
+        // First fetches run side by side, so N slow issuers cost one timeout.
+        let firsts: Vec<_> = remote
+            .iter()
+            .map(|s| {
+                let s = s.clone();
+                tokio::spawn(async move { s.refresh().await })
+            })
+            .collect();
+        for f in firsts {
+            let _ = f.await;
+        }
+        let every = Duration::from_secs(auth.jwks_refresh_secs);
+        let refresh_tasks = remote.iter().map(|s| spawn_refresh(s, every)).collect();
+        let with_role = ident.role.is_some()
+            || issuers
+                .iter()
+                .any(|i| i.spec.user_policy == UserPolicy::Map);
+        let mut setting_names: Vec<String> =
+            ident.settings.iter().map(|(n, _)| n.clone()).collect();
+        if with_role {
+            setting_names.push("role".into());
+        }
+        let by_name = issuers
+            .iter()
+            .enumerate()
+            .map(|(i, iss)| (iss.spec.issuer.clone(), i))
+            .collect();
+        Ok(Arc::new(Authenticator {
+            issuers,
+            by_name,
+            identity: ident,
+            setting_names,
+            with_role,
+            leeway: auth.leeway_secs,
+            on_expiry: auth.on_expiry,
+            cache: TokenCache::new(CACHE_CAPACITY),
+            refresh_tasks,
+            verifications: AtomicU64::new(0),
+        }))
+    }
+
+    /// Names of the settings injected in every transaction, in a fixed
+    /// order; "role" comes last when a role switch is configured.
+    pub fn setting_names(&self) -> &[String] {
+        &self.setting_names
+    }
+
+    /// What to do when a connected client's token expires.
+    pub fn on_expiry(&self) -> OnExpiry {
+        self.on_expiry
+    }
+
+    /// Verifies the password a client sent. `startup_user` is the `user`
+    /// from the client's StartupMessage. Every refusal is counted in
+    /// `rowgate_auth_failures_total{reason}`.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        startup_user: &str,
+    ) -> Result<Identity, AuthError> {
+        let token = token.trim();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let id = hex::encode(&digest[..6]);
+        let result = self
+            .authenticate_inner(token, &digest, startup_user, id.clone())
+            .await;
+        match &result {
+            Ok(identity) => {
+                tracing::debug!(token_id = %id, sub = %identity.subject, "token accepted")
+            }
+            Err(e) => {
+                metrics::incr("rowgate_auth_failures_total", e.reason());
+                tracing::debug!(token_id = %id, reason = e.reason(), "token refused: {e}");
+            }
+        }
+        result
+    }
+
+    async fn authenticate_inner(
+        &self,
+        token: &str,
+        digest: &[u8; 32],
+        startup_user: &str,
+        id: String,
+    ) -> Result<Identity, AuthError> {
+        let now = now_secs();
+        if let Some(v) = self.cache.get(digest) {
+            if self.key_still_trusted(&v) {
+                check_times(&v, now, self.leeway)?;
+                return self.finish(&v, startup_user, id);
+            }
+            // Its key left the set: verify again from scratch.
+            self.cache.remove(digest);
+        }
+        let parsed = token::parse(token)?;
+        let iss = str_claim(&parsed.claims, "iss")?.ok_or(AuthError::MissingIssuer)?;
+        let index = *self
+            .by_name
+            .get(iss)
+            .ok_or_else(|| AuthError::BadIssuer(quoted(iss)))?;
+        let issuer = &self.issuers[index];
+        if let Some(list) = &issuer.spec.algorithms {
+            if !list.contains(&parsed.alg) {
+                return Err(AuthError::AlgNotAllowed {
+                    alg: format!("{:?}", parsed.alg),
+                    why: format!(
+                        "issuer {} allows only {list:?}",
+                        quoted(&issuer.spec.issuer)
+                    ),
+                });
+            }
+        }
+        let hmac_alg = matches!(
+            parsed.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        );
+        if hmac_alg && !matches!(issuer.spec.source, KeySourceSpec::Hmac(_)) {
+            // RS/HS confusion, refused before any key is even looked at.
+            return Err(AuthError::AlgNotAllowed {
+                alg: format!("{:?}", parsed.alg),
+                why: format!(
+                    "issuer {} verifies with public keys, never a shared secret",
+                    quoted(&issuer.spec.issuer)
+                ),
+            });
+        }
+        let key = self.select_key(issuer, &parsed).await?;
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        let ok = jsonwebtoken::crypto::verify(
+            parsed.signature,
+            parsed.signing_input.as_bytes(),
+            &key.key,
+            parsed.alg,
+        );
+        if !matches!(ok, Ok(true)) {
+            return Err(AuthError::BadSignature);
+        }
+        let verified = verify_claims(
+            index,
+            key.fingerprint,
+            &parsed.claims,
+            &issuer.spec,
+            &self.identity,
+        )?;
+        check_times(&verified, now, self.leeway)?;
+        let verified = Arc::new(verified);
+        self.cache
+            .insert(*digest, verified.clone(), verified.exp, now);
+        self.finish(&verified, startup_user, id)
+    }
+
+    fn finish(&self, v: &Verified, startup_user: &str, id: String) -> Result<Identity, AuthError> {
+        let spec = &self.issuers[v.issuer].spec;
+        identity_for(v, spec, &self.identity, self.with_role, startup_user, id)
+    }
+
+    fn key_still_trusted(&self, v: &Verified) -> bool {
+        match &self.issuers[v.issuer].keys {
+            Keys::Static(_) => true,
+            Keys::Jwks(src) => src.current().0.contains(&v.key_fingerprint),
+        }
+    }
+
+    async fn select_key(
+        &self,
+        issuer: &Issuer,
+        parsed: &Parsed<'_>,
+    ) -> Result<Arc<VerifyKey>, AuthError> {
+        match &issuer.keys {
+            Keys::Static(set) => pick(set, issuer, parsed, || "no key is configured".into()),
+            Keys::Jwks(src) => {
+                let (set, generation) = src.current();
+                let first = pick(&set, issuer, parsed, || src.unavailable_reason());
+                match first {
+                    Err(AuthError::UnknownKid { .. }) | Err(AuthError::KeysUnavailable { .. }) => {
+                        src.refetch_after_miss(generation).await;
+                        let (set, _) = src.current();
+                        pick(&set, issuer, parsed, || src.unavailable_reason())
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// Signature verifications done so far (cache hits do none).
+    #[cfg(test)]
+    pub(crate) fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn jwks_fetches(&self) -> u64 {
+        self.issuers
+            .iter()
+            .map(|i| match &i.keys {
+                Keys::Jwks(s) => s.fetches.load(Ordering::Relaxed),
+                Keys::Static(_) => 0,
+            })
+            .sum()
+    }
+}
+
+/// Chooses the key for `parsed` in `set`; the key must permit the alg.
+fn pick(
+    set: &KeySet,
+    issuer: &Issuer,
+    parsed: &Parsed<'_>,
+    empty_reason: impl FnOnce() -> String,
+) -> Result<Arc<VerifyKey>, AuthError> {
+    let name = || quoted(&issuer.spec.issuer);
+    match set.pick(parsed.kid.as_deref()) {
+        Pick::Found(candidates) => {
+            let mut why = String::new();
+            for k in candidates {
+                match k.permits(parsed.alg, issuer.spec.algorithms.as_deref()) {
+                    Ok(()) => return Ok(k.clone()),
+                    Err(w) if why.is_empty() => why = w,
+                    Err(_) => {}
+                }
+            }
+            Err(AuthError::AlgNotAllowed {
+                alg: format!("{:?}", parsed.alg),
+                why,
+            })
+        }
+        Pick::UnknownKid => Err(AuthError::UnknownKid {
+            kid: quoted(parsed.kid.as_deref().unwrap_or_default()),
+            issuer: name(),
+        }),
+        Pick::Ambiguous(keys) => Err(AuthError::MissingKid {
+            issuer: name(),
+            keys,
+        }),
+        Pick::Empty => Err(AuthError::KeysUnavailable {
+            issuer: name(),
+            detail: empty_reason(),
+        }),
+    }
+}
