@@ -25,6 +25,12 @@ pub struct Config {
     /// Prometheus metrics endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Which client statements are refused.
+    #[serde(default)]
+    pub guard: crate::guard::GuardConfig,
+    /// Sealed identity that the database verifies.
+    #[serde(default)]
+    pub seal: crate::guard::SealConfig,
 }
 
 /// `[listen]`: the client-facing side.
@@ -193,14 +199,19 @@ impl Config {
         }
         crate::upstream::Target::from_url(&self.upstream.url)
             .map_err(|e| ConfigError::Invalid(format!("[upstream] url: {e}")))?;
-        self.auth
-            .validate()
-            .map_err(|e| ConfigError::Invalid(format!("[auth] {e}")))?;
+        crate::auth::validate(&self.auth, &self.identity)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        crate::guard::Guard::new(&self.guard)
+            .map_err(|e| ConfigError::Invalid(format!("[guard] {e}")))?;
+        crate::guard::Sealer::new(&self.seal)
+            .map_err(|e| ConfigError::Invalid(format!("[seal] {e}")))?;
         Ok(())
     }
 }
 
-const SECTIONS: &[&str] = &["listen", "upstream", "auth", "identity", "metrics"];
+const SECTIONS: &[&str] = &[
+    "listen", "upstream", "auth", "identity", "metrics", "guard", "seal",
+];
 
 fn apply_env_override(doc: &mut toml::Table, name: &str, value: &str) {
     let Some(rest) = name.strip_prefix("ROWGATE_") else {

@@ -17,6 +17,9 @@ pub struct Expect {
     pub kind: Kind,
     /// Whether the client must not see the reply (rowgate sent the message).
     pub swallow: bool,
+    /// An ErrorResponse to send instead of the server's (a statement the
+    /// guard refused was replaced by one that fails on purpose).
+    pub replace_error: Option<Bytes>,
 }
 
 /// The message an [`Expect`] answers.
@@ -66,6 +69,7 @@ impl Expect {
         Expect {
             kind,
             swallow: false,
+            replace_error: None,
         }
     }
     /// An entry whose reply rowgate swallows.
@@ -73,6 +77,15 @@ impl Expect {
         Expect {
             kind,
             swallow: true,
+            replace_error: None,
+        }
+    }
+    /// An entry for a refused statement: the server's error is replaced.
+    pub fn refused(kind: Kind, error: Bytes) -> Self {
+        Expect {
+            kind,
+            swallow: false,
+            replace_error: Some(error),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::expect::{Expect, Kind, ParseNote};
 use super::session::{Attachment, End, Phase, Session, Statement, Upstream};
-use crate::guard::{classify, TxnEffect};
+use crate::guard::{classify, GuardViolation, TxnEffect};
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
 use crate::wire::{next_frame, peek_frame_len, Frame, MAX_MESSAGE_LEN};
@@ -144,6 +144,19 @@ impl Session {
         match frame.tag() {
             b'P' => {
                 let p = frontend::parse_parts(body)?;
+                if let Err(v) = self.shared.guard.check(query_of(p.spec)) {
+                    // A Parse that fails on purpose: the server then skips
+                    // to Sync and aborts a transaction block, as PostgreSQL
+                    // does for any failed Parse.
+                    put_parse(&mut a.out, b"", REFUSED_SPEC);
+                    a.unnamed_here = false;
+                    a.expect.push_back(Expect::refused(
+                        Kind::Parse(ParseNote::default()),
+                        violation_error(&v),
+                    ));
+                    self.drain_emits();
+                    return Ok(());
+                }
                 if touches_prepared_statements(p.spec) {
                     forget_prepared(a);
                 }
@@ -220,6 +233,9 @@ impl Session {
             }
             b'Q' => {
                 let sql = body.strip_suffix(b"\0").unwrap_or(body);
+                if let Err(v) = self.shared.guard.check(sql) {
+                    return self.forward_refused(&v);
+                }
                 let effect = classify(sql);
                 self.before_statement(effect);
                 let Upstream::Attached(a) = &mut self.upstream else {
@@ -232,6 +248,12 @@ impl Session {
                 a.expect.push_back(Expect::forward(Kind::Query));
             }
             b'F' => {
+                let oid = body
+                    .get(..4)
+                    .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                if let Err(v) = self.shared.guard.check_function_call(oid) {
+                    return self.forward_refused(&v);
+                }
                 self.before_statement(TxnEffect::Plain);
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection before a function call"));
@@ -242,6 +264,20 @@ impl Session {
             _ => return Err(End::Desync("unexpected message in batch")),
         }
         self.drain_emits();
+        Ok(())
+    }
+
+    /// Sends, in place of a refused Query or FunctionCall, a query that
+    /// fails on purpose, so the server aborts a transaction block exactly as
+    /// for any failed statement; the client sees the guard's error.
+    fn forward_refused(&mut self, v: &GuardViolation) -> Result<(), End> {
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return Err(End::Desync("refusal without a connection"));
+        };
+        crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
+        frontend::put_query(&mut a.out, REFUSED_SQL);
+        a.expect
+            .push_back(Expect::refused(Kind::Query, violation_error(v)));
         Ok(())
     }
 
@@ -290,6 +326,21 @@ impl Session {
     }
 }
 
+/// SQL that always fails to parse; stands in for a refused statement.
+const REFUSED_SQL: &str = "rowgate refused this statement";
+/// Parse payload (query, no parameter types) of [`REFUSED_SQL`].
+const REFUSED_SPEC: &[u8] = b"rowgate refused this statement\0\0\0";
+
+/// The query text of a Parse payload.
+fn query_of(spec: &[u8]) -> &[u8] {
+    spec.split(|&b| b == 0).next().unwrap_or_default()
+}
+
+/// The ErrorResponse a client gets for a refused statement.
+fn violation_error(v: &GuardViolation) -> bytes::Bytes {
+    backend::error_response(backend::Severity::Error, "42501", &v.to_string())
+}
+
 /// Prepares `stmt` on the attached connection (Close first, in case a
 /// client's SQL-level PREPARE took the name), evicting the least recently
 /// used statement beyond the cap.
@@ -308,9 +359,10 @@ fn prepare(
         client,
         identity: false,
     };
-    a.expect.push_back(Expect {
-        kind: Kind::Parse(note),
-        swallow,
+    a.expect.push_back(if swallow {
+        Expect::swallow(Kind::Parse(note))
+    } else {
+        Expect::forward(Kind::Parse(note))
     });
     if let Some(victim) = a.conn.prepared.insert(stmt.upstream.clone(), max_prepared) {
         put_target(&mut a.out, b'C', b'S', victim.as_bytes());

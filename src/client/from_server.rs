@@ -42,6 +42,14 @@ impl Session {
                     _ => Route::Forward,
                 },
                 b'E' => {
+                    if let Some(replacement) =
+                        a.expect.front().and_then(|e| e.replace_error.clone())
+                    {
+                        self.cwbuf.extend_from_slice(&replacement);
+                        self.on_error();
+                        self.drain_emits();
+                        continue;
+                    }
                     self.on_error();
                     Route::Forward
                 }

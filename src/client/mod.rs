@@ -36,6 +36,12 @@ pub struct Shared {
     pub cancels: CancelRegistry,
     /// Parse payload of the identity statement.
     pub identity_spec: Bytes,
+    /// Setting names of the identity statement (the seal last, if on).
+    pub setting_names: Vec<String>,
+    /// Refuses statements a client must not send.
+    pub guard: crate::guard::Guard,
+    /// Seals the identity, when sealed mode is on.
+    pub sealer: Option<crate::guard::Sealer>,
 }
 
 /// Why rowgate could not start.
@@ -123,8 +129,19 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 source,
             })?;
     }
+    let guard = crate::guard::Guard::new(&config.guard)
+        .map_err(|e| StartError::Config(format!("[guard] {e}")))?;
+    let sealer = crate::guard::Sealer::new(&config.seal)
+        .map_err(|e| StartError::Config(format!("[seal] {e}")))?;
+    let mut setting_names = auth.setting_names().to_vec();
+    if sealer.is_some() {
+        setting_names.push(crate::guard::Sealer::SETTING.to_string());
+    }
     let shared = Arc::new(Shared {
-        identity_spec: identity_spec(auth.setting_names().len()),
+        identity_spec: identity_spec(setting_names.len()),
+        setting_names,
+        guard,
+        sealer,
         config,
         auth,
         pool,
