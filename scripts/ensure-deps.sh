@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what rowgate's tests and demo need on Debian/Ubuntu, only when
-# missing: PostgreSQL server binaries (initdb, postgres, pgbench) and psql.
+# Installs what rowgate's build, tests and demo need on Debian/Ubuntu, only
+# when missing: PostgreSQL server binaries (initdb, postgres, pgbench) with
+# contrib (pgcrypto, for sealed identity), psql, and libclang (the pg_query
+# crate generates its bindings to libpg_query with bindgen at build time).
 set -euo pipefail
 
 have_pg_server() {
@@ -9,8 +11,22 @@ have_pg_server() {
 }
 
 need=()
+have_libclang() {
+    [ -n "${LIBCLANG_PATH:-}" ] && return 0
+    # libclang itself, not libclang-cpp (a different library).
+    compgen -G "/usr/lib/llvm-*/lib/libclang-[0-9]*.so*" >/dev/null ||
+        compgen -G "/usr/lib/*/libclang-[0-9]*.so*" >/dev/null ||
+        compgen -G "/usr/lib/*/libclang.so*" >/dev/null
+}
+
+have_pgcrypto() {
+    compgen -G "/usr/share/postgresql/*/extension/pgcrypto.control" >/dev/null
+}
+
 have_pg_server || need+=(postgresql postgresql-contrib)
+have_pg_server && ! have_pgcrypto && need+=(postgresql-contrib)
 command -v psql >/dev/null || need+=(postgresql-client)
+have_libclang || need+=(libclang-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}" >&2
