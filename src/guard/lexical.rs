@@ -191,11 +191,13 @@ impl Lexer<'_> {
     /// Whether nothing but blanks and semicolons follows the current
     /// statement (`ended`: its end was already read).
     fn only_this_statement(&mut self, ended: bool) -> bool {
-        while !ended {
-            match self.next_token() {
-                None => return true,
-                Some(Token::Semicolon) => break,
-                Some(_) => {}
+        if !ended {
+            loop {
+                match self.next_token() {
+                    None => return true,
+                    Some(Token::Semicolon) => break,
+                    Some(_) => {}
+                }
             }
         }
         loop {

@@ -3,62 +3,289 @@
 //! and the seal that lets the database verify the identity ([`Sealer`]).
 
 mod lexical;
+mod precheck;
+mod rules;
+mod seal;
+mod tree;
 
 pub use lexical::{classify, TxnEffect};
-use serde::Deserialize;
+pub use rules::{CODE_FUNCTIONS, IDENTITY_SETTINGS, ROLE_SETTINGS};
+pub use seal::{install_seal_key, parse_key, read_key_file, SealConfig, Sealer, MIN_KEY_BYTES};
 
-/// `[guard]`: which client statements are refused.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GuardConfig {}
+use lru::LruCache;
+use precheck::PreCheck;
+use rules::Rules;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+/// Which rules the guard applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Identity and role rules, plus code the guard cannot see: `DO`,
+    /// `CREATE FUNCTION`/`PROCEDURE`, functions that run SQL text, and
+    /// FunctionCall messages other than the large-object functions.
+    #[default]
+    Strict,
+    /// Identity and role rules only; code-running statements pass (pair it
+    /// with `[seal]`).
+    Standard,
+    /// No checks at all.
+    Off,
+}
+
+/// `[guard]`: which client statements are refused (see docs/security.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// `strict` (default), `standard` or `off`.
+    pub profile: Profile,
+    /// Setting-name prefixes no client may change (case-insensitive).
+    /// Replaces the default `["app.", "request.jwt.", "rowgate."]`; the
+    /// identity settings (`app.user_id`, `request.jwt.claims`, `app.org_id`,
+    /// `rowgate.seal`), `role` and `session_authorization` stay protected
+    /// whatever this says.
+    pub protected_prefixes: Vec<String>,
+    /// More setting names no client may change, e.g. custom
+    /// `[identity.settings]` names outside the prefixes.
+    pub protected_settings: Vec<String>,
+    /// Functions refused in every profile but `off`, by name whatever the
+    /// schema, e.g. an application's own `exec_sql(text)`.
+    pub deny_functions: Vec<String>,
+    /// Functions that run SQL text which the strict profile should allow
+    /// anyway, e.g. `["query_to_xml"]`.
+    pub allow_functions: Vec<String>,
+    /// FunctionCall (fast-path) OIDs the strict profile allows besides the
+    /// large-object functions.
+    pub allow_function_oids: Vec<u32>,
+    /// Statement texts whose verdict is cached (LRU); 0 turns the cache off.
+    pub cache_entries: usize,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            profile: Profile::Strict,
+            protected_prefixes: DEFAULT_PROTECTED_PREFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            protected_settings: Vec::new(),
+            deny_functions: Vec::new(),
+            allow_functions: Vec::new(),
+            allow_function_oids: Vec::new(),
+            cache_entries: 4096,
+        }
+    }
+}
+
+/// Default `protected_prefixes`.
+pub const DEFAULT_PROTECTED_PREFIXES: &[&str] = &["app.", "request.jwt.", "rowgate."];
+
+/// `set_config(text, text, boolean)` in every PostgreSQL version.
+pub const SET_CONFIG_OID: u32 = 2078;
+
+/// The functions libpq's large-object interface calls by FunctionCall, with
+/// their OIDs in `pg_proc` (the same from PostgreSQL 9.3 through 18; looked
+/// up on PostgreSQL 15): what the strict profile allows.
+pub const LARGE_OBJECT_FUNCTIONS: &[(u32, &str)] = &[
+    (952, "lo_open(oid, integer)"),
+    (953, "lo_close(integer)"),
+    (954, "loread(integer, integer)"),
+    (955, "lowrite(integer, bytea)"),
+    (956, "lo_lseek(integer, integer, integer)"),
+    (3170, "lo_lseek64(integer, bigint, integer)"),
+    (957, "lo_creat(integer)"),
+    (715, "lo_create(oid)"),
+    (958, "lo_tell(integer)"),
+    (3171, "lo_tell64(integer)"),
+    (1004, "lo_truncate(integer, integer)"),
+    (3172, "lo_truncate64(integer, bigint)"),
+    (964, "lo_unlink(oid)"),
+];
+
+/// Statement texts longer than this are checked every time, not cached, so
+/// the cache stays under `cache_entries` x 4 KiB.
+const MAX_CACHED_LEN: usize = 4096;
 
 /// A statement the guard refuses, with the rule that refused it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("rowgate refused this statement ({rule}): {message}")]
 pub struct GuardViolation {
-    /// Short rule name, e.g. `set_protected_setting`.
+    /// Short rule name, e.g. `protected_setting`.
     pub rule: &'static str,
     /// What was refused and what to do instead.
     pub message: String,
 }
 
-/// Checks client statements before they reach the upstream.
-#[derive(Debug, Default)]
-pub struct Guard {}
+/// Checks client statements before they reach the upstream. Cheap to share
+/// across tasks (`Send + Sync`; the cache has its own lock).
+pub struct Guard {
+    profile: Profile,
+    rules: Rules,
+    precheck: PreCheck,
+    allowed_oids: HashSet<u32>,
+    cache: Option<Mutex<VerdictCache>>,
+}
+
+/// Statement text -> the violation it holds, if any.
+type VerdictCache = LruCache<Box<[u8]>, Option<GuardViolation>>;
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("profile", &self.profile)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a statement was decided; for benchmarks and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// The profile is `off`.
+    Off,
+    /// The lexical pre-check proved it harmless.
+    PreCheck,
+    /// The verdict was cached.
+    Cached,
+    /// Parsed and checked.
+    Parsed,
+}
 
 impl Guard {
     /// Builds the guard from its config.
-    pub fn new(_cfg: &GuardConfig) -> Result<Guard, String> {
-        Ok(Guard {})
+    pub fn new(cfg: &GuardConfig) -> Result<Guard, String> {
+        let lower = |v: &[String]| -> Vec<String> {
+            v.iter().map(|s| s.trim().to_ascii_lowercase()).collect()
+        };
+        let prefixes = lower(&cfg.protected_prefixes);
+        if prefixes.iter().any(String::is_empty) {
+            return Err("protected_prefixes: an empty prefix would protect every setting".into());
+        }
+        let mut protected: HashSet<String> = lower(&cfg.protected_settings).into_iter().collect();
+        protected.extend(IDENTITY_SETTINGS.iter().map(|s| s.to_string()));
+        let deny: HashSet<String> = lower(&cfg.deny_functions).into_iter().collect();
+        if let Some(bad) = deny.iter().find(|d| !valid_function_name(d)) {
+            return Err(format!(
+                "deny_functions: {bad:?} is not a function name (letters, digits, _; no schema)"
+            ));
+        }
+        let allow: HashSet<String> = lower(&cfg.allow_functions).into_iter().collect();
+        if let Some(bad) = allow.iter().find(|a| !rules::is_code_function_name(a)) {
+            return Err(format!(
+                "allow_functions: {bad:?} is not one of the functions the strict profile \
+                 refuses ({}, dblink_*)",
+                CODE_FUNCTIONS.join(", ")
+            ));
+        }
+        let mut allowed_oids: HashSet<u32> =
+            LARGE_OBJECT_FUNCTIONS.iter().map(|(oid, _)| *oid).collect();
+        allowed_oids.extend(cfg.allow_function_oids.iter().copied());
+        if allowed_oids.contains(&SET_CONFIG_OID) {
+            return Err("allow_function_oids: 2078 is set_config, which is never allowed".into());
+        }
+        let precheck = PreCheck::new(deny.iter().map(String::as_str));
+        let cache = NonZeroUsize::new(cfg.cache_entries).map(|n| Mutex::new(LruCache::new(n)));
+        Ok(Guard {
+            profile: cfg.profile,
+            rules: Rules {
+                strict: cfg.profile == Profile::Strict,
+                protected_settings: protected,
+                protected_prefixes: prefixes,
+                deny_functions: deny,
+                allow_functions: allow,
+            },
+            precheck,
+            allowed_oids,
+            cache,
+        })
     }
-    /// Checks the SQL text of a simple Query or a Parse.
-    pub fn check(&self, _sql: &[u8]) -> Result<(), GuardViolation> {
-        Ok(())
+
+    /// The profile in force.
+    pub fn profile(&self) -> Profile {
+        self.profile
     }
+
+    /// Checks the SQL text of a simple Query (which may hold several
+    /// statements) or of one Parse.
+    pub fn check(&self, sql: &[u8]) -> Result<(), GuardViolation> {
+        self.check_path(sql).0
+    }
+
+    /// [`Guard::check`], also saying how the verdict was reached.
+    pub fn check_path(&self, sql: &[u8]) -> (Result<(), GuardViolation>, Path) {
+        if self.profile == Profile::Off {
+            return (Ok(()), Path::Off);
+        }
+        // The server reads a Query's text up to its first NUL.
+        let sql = sql.split(|&b| b == 0).next().unwrap_or_default();
+        if self.precheck.harmless(sql) {
+            return (Ok(()), Path::PreCheck);
+        }
+        let cacheable = sql.len() <= MAX_CACHED_LEN;
+        if let (Some(cache), true) = (&self.cache, cacheable) {
+            if let Some(verdict) = lock(cache).get(sql) {
+                return (verdict.clone().map_or(Ok(()), Err), Path::Cached);
+            }
+        }
+        let verdict = self.check_parsed(sql);
+        if let (Some(cache), true) = (&self.cache, cacheable) {
+            lock(cache).put(sql.into(), verdict.clone().err());
+        }
+        (verdict, Path::Parsed)
+    }
+
+    /// The full check, without pre-check or cache (for tests and benches).
+    pub fn check_parsed(&self, sql: &[u8]) -> Result<(), GuardViolation> {
+        if self.profile == Profile::Off {
+            return Ok(());
+        }
+        // Bytes that are not UTF-8 (a LATIN1 client, say) become U+FFFD;
+        // every ASCII byte, which is all the rules look at, stays as it is.
+        let text = String::from_utf8_lossy(sql);
+        self.rules.check_text(&text)
+    }
+
+    /// Whether the lexical pre-check alone lets `sql` through.
+    pub fn precheck_passes(&self, sql: &[u8]) -> bool {
+        self.precheck.harmless(sql)
+    }
+
     /// Checks a FunctionCall (fast-path call by function OID).
-    pub fn check_function_call(&self, _oid: u32) -> Result<(), GuardViolation> {
-        Ok(())
+    pub fn check_function_call(&self, oid: u32) -> Result<(), GuardViolation> {
+        match self.profile {
+            Profile::Off => Ok(()),
+            _ if oid == SET_CONFIG_OID => Err(GuardViolation {
+                rule: "set_config",
+                message: "a FunctionCall of set_config (OID 2078) could change the identity \
+                          rowgate injects; call set_config in SQL with a constant, unprotected \
+                          setting name instead"
+                    .into(),
+            }),
+            Profile::Strict if !self.allowed_oids.contains(&oid) => Err(GuardViolation {
+                rule: "function_call",
+                message: format!(
+                    "a FunctionCall (fast-path) of function OID {oid} is refused in the strict \
+                     profile, which allows only the large-object functions; call the function \
+                     in SQL instead, or allow it with [guard] allow_function_oids = [{oid}]"
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
-/// `[seal]`: the key shared with the database for sealed identity.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SealConfig {}
-
-/// Computes the seal rowgate adds to each transaction's identity.
-#[derive(Debug)]
-pub struct Sealer {}
-
-impl Sealer {
-    /// Name of the setting that carries the seal.
-    pub const SETTING: &'static str = "rowgate.seal";
-    /// Builds the sealer, or `None` when sealing is off.
-    pub fn new(_cfg: &SealConfig) -> Result<Option<Sealer>, String> {
-        Ok(None)
-    }
-    /// The seal over `names`/`values` for the upstream backend `pid`.
-    pub fn seal(&self, _pid: i32, _names: &[String], _values: &[String]) -> String {
-        String::new()
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a cache, not an invariant.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+fn valid_function_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests;
