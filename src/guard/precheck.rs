@@ -18,7 +18,8 @@
 //!   it needs `"`; written with Unicode escapes it needs `U&` (which must
 //!   touch its quote).
 //! - `DO`, `CREATE FUNCTION`/`PROCEDURE`, `PREPARE`, `EXECUTE`,
-//!   `DEALLOCATE`, `DECLARE ... WITH HOLD`: keywords, which can be neither
+//!   `DEALLOCATE`, `DECLARE ... WITH HOLD`, `TEMP`/`TEMPORARY`: keywords
+//!   (or the schema name `pg_temp`, written unquoted), which can be neither
 //!   quoted nor escaped. `DO` is only a keyword as a whole token, so it is
 //!   matched only where the bytes around it cannot continue an identifier
 //!   (letters, digits, `_`, `$`, bytes >= 0x80).
@@ -50,6 +51,7 @@ const TRIGGERS: &[&str] = &[
     "deallocate",
     "declare",
     "hold",
+    "temp", // TEMP, TEMPORARY, pg_temp
     "xml",
     "dblink",
     "ts_stat",

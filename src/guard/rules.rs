@@ -71,6 +71,9 @@ const UNSAFE_ENCODINGS: &[&str] = &[
 /// `CURSOR_OPT_HOLD` in PostgreSQL's parsenodes.h.
 const CURSOR_OPT_HOLD: i64 = 0x0020;
 
+/// `OnCommitAction::OncommitDrop` in the parse tree.
+const ON_COMMIT_DROP: i64 = 4;
+
 /// `VariableSetKind` values in the parse tree.
 const VAR_SET_VALUE: i64 = 1;
 const VAR_RESET_ALL: i64 = 6;
@@ -219,8 +222,48 @@ impl Rules {
                 }
                 self.walk(body)
             }
+            "CreateStmt" => {
+                self.temporary(body.field("relation"), int(body, "oncommit"))?;
+                self.walk(body)
+            }
+            "IntoClause" => {
+                self.temporary(body.field("rel"), int(body, "on_commit"))?;
+                self.walk(body)
+            }
+            "ViewStmt" => {
+                self.temporary(body.field("view"), 0)?;
+                self.walk(body)
+            }
+            "CreateSeqStmt" => {
+                self.temporary(body.field("sequence"), 0)?;
+                self.walk(body)
+            }
             _ => self.walk(body),
         }
+    }
+
+    /// A temporary table, view or sequence lives as long as the upstream
+    /// session, which rowgate shares between users: the next user's
+    /// unqualified `user_messages` would resolve to a temporary table of
+    /// that name first, handing their rows to whoever created it. Only
+    /// `ON COMMIT DROP` tables die with the transaction.
+    fn temporary(&self, relation: &Tree, on_commit: i64) -> Check {
+        let temp = str_field(relation, "relpersistence") == "t"
+            || str_field(relation, "schemaname")
+                .to_ascii_lowercase()
+                .starts_with("pg_temp");
+        if temp && on_commit != ON_COMMIT_DROP {
+            return refuse(
+                "temporary_object",
+                format!(
+                    "temporary {} outlives the transaction on an upstream connection \
+                     rowgate shares with other users, and would shadow their tables; use \
+                     CREATE TEMP TABLE ... ON COMMIT DROP inside a transaction",
+                    str_field(relation, "relname")
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// A name used other than as the function of a call: `set_config` (or
@@ -437,6 +480,8 @@ fn typed_field(key: &str) -> Option<&'static str> {
         "setstmt" => Some("VariableSetStmt"),
         // CallStmt.
         "funccall" => Some("FuncCall"),
+        // CreateTableAsStmt, SelectStmt (SELECT ... INTO).
+        "into" | "into_clause" => Some("IntoClause"),
         _ => None,
     }
 }

@@ -180,6 +180,18 @@ const CASES: &[(&str, Option<&str>, Option<&str>)] = &[
     ("DEALLOCATE PREPARE rg_0123456789abcdef", Some("rowgate_statement"), Some("rowgate_statement")),
     ("execute rg_0123456789abcdef", Some("rowgate_statement"), Some("rowgate_statement")),
     ("declare rowgate_identity cursor for select 1", Some("rowgate_statement"), Some("rowgate_statement")),
+    // Temporary objects that outlive the transaction.
+    ("create temp table user_messages (message text)", Some("temporary_object"), Some("temporary_object")),
+    ("CREATE TEMPORARY VIEW v AS select 1", Some("temporary_object"), Some("temporary_object")),
+    ("create table pg_temp.t (a int)", Some("temporary_object"), Some("temporary_object")),
+    ("create temp sequence s", Some("temporary_object"), Some("temporary_object")),
+    ("select * into temp t from user_messages", Some("temporary_object"), Some("temporary_object")),
+    ("create temp table t as select 1", Some("temporary_object"), Some("temporary_object")),
+    ("create temp table t (a int) on commit delete rows", Some("temporary_object"), Some("temporary_object")),
+    ("create temp table t (a int) on commit drop", None, None),
+    ("create temp table t on commit drop as select 1", None, None),
+    ("create table t (a int)", None, None),
+    ("select * from pg_temp.t", None, None),
     // Cursors that outlive the transaction.
     ("declare c cursor with hold for select * from t", Some("holdable_cursor"), Some("holdable_cursor")),
 ];
