@@ -1,4 +1,4 @@
-//! Issue 5, spoof-proof identity: a table of attacks by user A on user B,
+//! Issue 5, spoof-proof identity: a table of 50 attacks by user A on user B,
 //! each run through rowgate against a real PostgreSQL, under each layer on
 //! its own and both together:
 //!
@@ -197,6 +197,13 @@ const ATTEMPTS: &[Attempt] = &[
         &[Simple(
             "begin; set local app.user_id = 'user_b'; set local rowgate.seal = 'v1:app.user_id:00'; \
              select 'probe:' || coalesce(auth.user_id(), 'null'); commit",
+        )],
+    ),
+    attempt(
+        "grammar skew: valid for this server, not for the guard's parser",
+        &[Simple(
+            "select set_config('app.user_id', 'user_b', true), \
+             (select string_agg(message, ',') from user_messages) from user_messages system_user",
         )],
     ),
     // --- role switching ---------------------------------------------------

@@ -188,6 +188,7 @@ impl Guard {
             return Err("allow_function_oids: 2078 is set_config, which is never allowed".into());
         }
         let precheck = PreCheck::new(deny.iter().map(String::as_str));
+        let lexical = PreCheck::without_backslash(deny.iter().map(String::as_str));
         let cache = NonZeroUsize::new(cfg.cache_entries).map(|n| Mutex::new(LruCache::new(n)));
         Ok(Guard {
             profile: cfg.profile,
@@ -197,6 +198,7 @@ impl Guard {
                 protected_prefixes: prefixes,
                 deny_functions: deny,
                 allow_functions: allow,
+                lexical,
             },
             precheck,
             allowed_oids,

@@ -90,6 +90,16 @@ impl PreCheck {
     /// A pre-check for the built-in triggers plus `extra` names (configured
     /// denied functions), which are matched as case-folded substrings.
     pub fn new<'a>(extra: impl IntoIterator<Item = &'a str>) -> PreCheck {
+        Self::build(extra, true)
+    }
+
+    /// The same without the backslash trigger: for text whose backslashes
+    /// are already accounted for.
+    pub fn without_backslash<'a>(extra: impl IntoIterator<Item = &'a str>) -> PreCheck {
+        Self::build(extra, false)
+    }
+
+    fn build<'a>(extra: impl IntoIterator<Item = &'a str>, backslash: bool) -> PreCheck {
         let mut by_first: Vec<Vec<Trigger>> = vec![Vec::new(); 256];
         let mut add = |s: &str, word: bool| {
             let bytes: Box<[u8]> = s.to_ascii_lowercase().into_bytes().into();
@@ -97,7 +107,7 @@ impl PreCheck {
                 by_first[first as usize].push(Trigger { bytes, word });
             }
         };
-        for t in TRIGGERS {
+        for t in TRIGGERS.iter().filter(|t| backslash || **t != "\\") {
             add(t, false);
         }
         for t in WORD_TRIGGERS {

@@ -7,6 +7,7 @@
 //! `PREPARE ... AS`, `EXPLAIN`, `COPY (...)`, `BEGIN ATOMIC` bodies, ...),
 //! including node types added by future PostgreSQL versions.
 
+use super::precheck::PreCheck;
 use super::tree::Tree;
 use super::GuardViolation;
 use std::collections::HashSet;
@@ -91,6 +92,9 @@ pub struct Rules {
     pub deny_functions: HashSet<String>,
     /// Code-running functions allowed even in strict, lower case.
     pub allow_functions: HashSet<String>,
+    /// The pre-check without its backslash trigger, for text the parser
+    /// cannot read under `standard_conforming_strings = off`.
+    pub lexical: PreCheck,
 }
 
 type Check = Result<(), GuardViolation>;
@@ -104,24 +108,83 @@ impl Rules {
     /// server may read it. Text the parser rejects passes (the server
     /// rejects it too, with its own error).
     pub fn check_text(&self, sql: &str) -> Check {
-        self.check_parsed(sql, pg_query::ParserOptions::DEFAULT)?;
+        match pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) {
+            Ok(parsed) => self.check_tree(&Tree::of(&parsed.protobuf))?,
+            Err(_) => self.unparseable(sql)?,
+        }
         if sql.contains('\\') {
             // With standard_conforming_strings = off (which a client can
             // set) backslashes escape quotes in '...' strings, so where a
             // string ends differs: check that reading too.
-            self.check_parsed(
-                sql,
-                pg_query::ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS,
-            )?;
+            let options = pg_query::ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS;
+            match pg_query::parse(sql, options) {
+                Ok(parsed) => self.check_tree(&Tree::of(&parsed.protobuf))?,
+                // The scanner knows only the default reading; fall back to
+                // the bytes (the pre-check, its backslash aside).
+                Err(_) if !self.lexical.harmless(sql.as_bytes()) => {
+                    return unreadable("backslashes, read with standard_conforming_strings = off")
+                }
+                Err(_) => {}
+            }
         }
         Ok(())
     }
 
-    fn check_parsed(&self, sql: &str, options: pg_query::ParserOptions) -> Check {
-        let Ok(parsed) = pg_query::parse(sql, options) else {
-            return Ok(());
+    /// Text PostgreSQL 18's grammar rejects. Usually the server rejects it
+    /// too and it may pass, for the server's own error. But an older server
+    /// may accept it: `... from t system_user` is a table alias in
+    /// PostgreSQL 15 and a syntax error since `SYSTEM_USER` became a
+    /// keyword in 16, and the server parses a whole query string before it
+    /// runs any of it, so `set app.user_id = ...; select ... system_user`
+    /// would run unchecked. So the text passes only if its tokens (the lexer
+    /// changes far less between versions than the grammar) hold nothing a
+    /// rule could be about.
+    fn unparseable(&self, sql: &str) -> Check {
+        use pg_query::protobuf::Token as T;
+        let found = unreadable;
+        let Ok(scanned) = pg_query::scan(sql) else {
+            return Ok(()); // the server's lexer rejects it too
         };
-        self.check_tree(&Tree::of(&parsed.protobuf))
+        for t in &scanned.tokens {
+            let text = sql
+                .get(t.start as usize..t.end as usize)
+                .unwrap_or_default();
+            let kind = T::try_from(t.token).unwrap_or(T::Nul);
+            let hit = match kind {
+                T::Set
+                | T::Reset
+                | T::Prepare
+                | T::Execute
+                | T::Deallocate
+                | T::Declare
+                | T::Hold
+                | T::Temp
+                | T::Temporary => true,
+                T::Do | T::Function | T::Procedure => self.strict,
+                T::Uident | T::Usconst => true,
+                T::Ident => {
+                    let name = if let Some(quoted) = text.strip_prefix('"') {
+                        quoted
+                            .strip_suffix('"')
+                            .unwrap_or(quoted)
+                            .replace("\"\"", "\"")
+                    } else {
+                        text.to_string()
+                    }
+                    .to_ascii_lowercase();
+                    name == "set_config"
+                        || self.deny_functions.contains(&name)
+                        || (self.strict
+                            && is_code_function(&name)
+                            && !self.allow_functions.contains(&name))
+                }
+                _ => false,
+            };
+            if hit {
+                return found(text);
+            }
+        }
+        Ok(())
     }
 
     /// Checks a parse tree: the [`Tree`] of a `pg_query::protobuf::ParseResult`.
@@ -450,6 +513,20 @@ impl Rules {
         }
         Ok(())
     }
+}
+
+/// The refusal of a statement the parser cannot read and whose tokens
+/// hold `what`.
+fn unreadable(what: &str) -> Check {
+    refuse(
+        "unparseable",
+        format!(
+            "rowgate's parser (PostgreSQL 18's grammar) cannot read this statement, and it \
+             contains {what}, which rowgate does not pass unchecked; fix its syntax, or if \
+             your server accepts it, write it so that PostgreSQL 18 reads it too (e.g. quote \
+             identifiers that became keywords, such as \"system_user\")"
+        ),
+    )
 }
 
 /// Lower case and trimmed, as PostgreSQL compares setting names (ASCII

@@ -56,7 +56,17 @@ const CASES: &[(&str, Option<&str>, Option<&str>)] = &[
     ("select 'set_config(''app.user_id'', ''x'', true)'", None, None),
     ("select $$ set app.user_id = 'x' $$", None, None),
     ("-- set app.user_id = 'x'\nselect 1", None, None),
-    ("selec set app.user_id", None, None), // unparseable: the server rejects it
+    ("selec 1", None, None), // unparseable: the server rejects it
+    ("selec 'set app.user_id'", None, None),
+    // Unparseable by PostgreSQL 18's grammar but valid for PostgreSQL 15.
+    ("select set_config('app.user_id', 'user_b', true) from user_messages system_user", Some("unparseable"), Some("unparseable")),
+    ("set app.user_id = 'user_b'; select * from user_messages system_user", Some("unparseable"), Some("unparseable")),
+    ("select \"SET_CONFIG\"('app.user_id', 'x', true) from t system_user", Some("unparseable"), Some("unparseable")),
+    ("select query_to_xml('select 1', true, true, '') from t system_user", Some("unparseable"), None),
+    ("select E'\\x41' from t system_user", None, None),
+    ("select 'C:\\' as path", None, None),
+    ("select E'\\x41', set_config('app.user_id', 'x', true) from t system_user", Some("unparseable"), Some("unparseable")),
+    ("selec set app.user_id", Some("unparseable"), Some("unparseable")),
     ("select table_to_xml('t', true, true, '')", None, None),
     // Protected settings: SET, SET LOCAL, RESET, quoting, case, escapes.
     ("SET app.user_id = 'user_b'", Some("protected_setting"), Some("protected_setting")),
@@ -235,6 +245,10 @@ fn backslash_readings_are_both_checked() {
     let g = guard(Profile::Standard);
     let sql = r"select 'a\', ' , set_config($$app.user_id$$, $$user_b$$, true) --'";
     assert_eq!(rule(&g, sql), Some("protected_setting"));
+    // Unreadable with standard_conforming_strings off, and about settings.
+    let sql =
+        r"select 'a\', ' , set_config($$app.user_id$$, $$user_b$$, true) from t system_user --'";
+    assert_eq!(rule(&g, sql), Some("unparseable"));
     // And the other way round: code to the default reading.
     let sql = r"select E'a\'', set_config('app.user_id', 'x', true) --'";
     assert_eq!(rule(&g, sql), Some("protected_setting"));
