@@ -572,3 +572,19 @@ mod property {
         }
     }
 }
+
+#[test]
+fn deep_nesting_cannot_hide_a_call() {
+    // Deeper than the parse tree's decoder goes (prost stops at 100
+    // levels): the statement then counts as unreadable, and its tokens
+    // still show the call.
+    let g = guard(Profile::Standard);
+    for depth in [10, 60, 300, 2000] {
+        let open = "(".repeat(depth);
+        let close = ")".repeat(depth);
+        let bad = format!("select {open}set_config('app.user_id', 'x', true){close}");
+        assert!(g.check(bad.as_bytes()).is_err(), "depth {depth}");
+        let fine = format!("select {open}length('set'){close}");
+        assert_eq!(g.check(fine.as_bytes()), Ok(()), "depth {depth}");
+    }
+}
