@@ -53,6 +53,11 @@ pub struct ListenConfig {
     /// long (`0s` = never).
     #[serde(default, with = "duration")]
     pub client_idle_timeout: Duration,
+    /// Close clients that keep a transaction open without sending anything
+    /// for this long, rolling the transaction back (`0s` = never). A client
+    /// idle in a transaction holds a pooled connection away from everyone.
+    #[serde(default, with = "duration")]
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for ListenConfig {
@@ -63,6 +68,7 @@ impl Default for ListenConfig {
             tls_key_file: None,
             allow_plaintext_password: false,
             client_idle_timeout: Duration::ZERO,
+            idle_in_transaction_timeout: Duration::ZERO,
         }
     }
 }
@@ -96,6 +102,10 @@ pub struct UpstreamConfig {
     /// PEM CA bundle for `sslmode=verify-ca`/`verify-full` instead of the
     /// built-in web roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// Connections kept open even when idle, so the first clients after a
+    /// quiet period do not pay for connecting (Neon cold starts).
+    #[serde(default)]
+    pub min_idle: usize,
     /// Prepared statements kept per upstream connection (least recently
     /// used are closed beyond this).
     #[serde(default = "default_max_prepared")]
@@ -190,6 +200,11 @@ impl Config {
         if self.listen.tls_cert_file.is_some() != self.listen.tls_key_file.is_some() {
             return Err(ConfigError::Invalid(
                 "[listen] tls_cert_file and tls_key_file must be set together".into(),
+            ));
+        }
+        if self.upstream.min_idle > self.upstream.pool_size {
+            return Err(ConfigError::Invalid(
+                "[upstream] min_idle cannot be larger than pool_size".into(),
             ));
         }
         if self.upstream.pool_size == 0 {

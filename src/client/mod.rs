@@ -107,6 +107,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         .map_err(|e| StartError::Config(format!("[auth] {e}")))?;
     let pool =
         Pool::new(&config.upstream).map_err(|e| StartError::Config(format!("[upstream] {e}")))?;
+    pool.spawn_maintenance();
     let tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(StartError::Config)?),
         _ => None,

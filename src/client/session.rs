@@ -106,6 +106,8 @@ pub(super) enum End {
     Desync(&'static str),
     /// Closed for idleness.
     IdleTimeout,
+    /// Closed for sitting in an open transaction.
+    IdleInTransaction,
 }
 
 impl From<WireError> for End {
@@ -134,6 +136,7 @@ enum Event {
     Client(std::io::Result<usize>),
     Server(std::io::Result<usize>),
     Idle,
+    IdleInTransaction,
 }
 
 impl Session {
@@ -178,6 +181,9 @@ impl Session {
             End::IdleTimeout => {
                 self.fatal("57P05", "terminating connection due to idle timeout (rowgate [listen] client_idle_timeout)").await
             }
+            End::IdleInTransaction => {
+                self.fatal("25P03", "terminating connection due to idle-in-transaction timeout (rowgate [listen] idle_in_transaction_timeout); the transaction was rolled back").await
+            }
             End::Protocol(m) => self.fatal("08P01", &format!("protocol violation: {m}")).await,
             End::UpstreamLost(m) => {
                 self.fatal("08006", &format!("rowgate lost the upstream connection during a transaction: {m}")).await
@@ -207,6 +213,7 @@ impl Session {
 
     async fn serve(&mut self) -> End {
         let idle_timeout = self.shared.config.listen.client_idle_timeout;
+        let in_txn_timeout = self.shared.config.listen.idle_in_transaction_timeout;
         loop {
             let hold = match self.process_client_input().await {
                 Ok(hold) => hold,
@@ -222,10 +229,17 @@ impl Session {
                 self.crbuf = BytesMut::new();
                 self.cwbuf = BytesMut::new();
             }
+            // A client idle inside its transaction: nothing in flight, the
+            // server waiting for the client's next statement.
+            let idle_in_txn = match &self.upstream {
+                Upstream::Attached(a) => a.expect.is_empty() && a.status != b'I',
+                Upstream::Detached => false,
+            };
             let event = tokio::select! {
                 r = self.client.read_more(&mut self.crbuf), if !hold => Event::Client(r),
                 r = read_upstream(&mut self.upstream) => Event::Server(r),
                 _ = tokio::time::sleep(idle_timeout), if detached && !idle_timeout.is_zero() => Event::Idle,
+                _ = tokio::time::sleep(in_txn_timeout), if idle_in_txn && !in_txn_timeout.is_zero() => Event::IdleInTransaction,
             };
             match event {
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => return End::ClientGone,
@@ -240,6 +254,7 @@ impl Session {
                     }
                 }
                 Event::Idle => return End::IdleTimeout,
+                Event::IdleInTransaction => return End::IdleInTransaction,
             }
         }
     }

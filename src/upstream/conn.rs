@@ -310,6 +310,25 @@ impl ServerConn {
         self.write(&out).await
     }
 
+    /// Whether an idle connection still looks usable: nothing may arrive on
+    /// an idle connection, so readable bytes or EOF mean the server closed
+    /// it or is about to (e.g. `terminating connection due to administrator
+    /// command` after a restart). Never blocks.
+    pub fn looks_alive(&mut self) -> bool {
+        use std::task::{Context, Poll, Waker};
+        use tokio::io::{AsyncRead, ReadBuf};
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        matches!(
+            std::pin::Pin::new(&mut self.stream).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
+    }
+
     /// Writes raw protocol bytes.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
         self.stream
