@@ -3,7 +3,7 @@
 
 use super::expect::{Expect, Kind, ParseNote};
 use super::session::{Attachment, End, Phase, Session, Statement, Upstream};
-use crate::guard::{classify, GuardViolation, TxnEffect};
+use crate::guard::{classify, session_effects, GuardViolation, TxnEffect};
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
 use crate::wire::{next_frame, peek_frame_len, Frame, MAX_MESSAGE_LEN};
@@ -182,6 +182,7 @@ impl Session {
                 let b = frontend::bind_parts(body)?;
                 let effect = self.effect_of(b.statement);
                 self.before_statement(effect);
+                self.note_session_effects(b.statement);
                 let name = self.resolve(b.statement, max_prepared)?;
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection while binding"));
@@ -238,12 +239,14 @@ impl Session {
                 }
                 let effect = classify(sql);
                 self.before_statement(effect);
+                let fx = session_effects(sql);
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection before a query"));
                 };
                 if touches_prepared_statements(body) {
                     forget_prepared(a);
                 }
+                a.session_fx.merge(&fx);
                 a.out.extend_from_slice(frame.as_bytes());
                 a.expect.push_back(Expect::forward(Kind::Query));
             }
@@ -279,6 +282,20 @@ impl Session {
         a.expect
             .push_back(Expect::refused(Kind::Query, violation_error(v)));
         Ok(())
+    }
+
+    /// Records what the statement a Bind names does to session settings.
+    fn note_session_effects(&mut self, name: &[u8]) {
+        let stmt = if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.statements.get(name)
+        };
+        if let (Some(stmt), Upstream::Attached(a)) = (stmt, &mut self.upstream) {
+            if stmt.session.any() {
+                a.session_fx.merge(&stmt.session);
+            }
+        }
     }
 
     /// How the statement a Bind names relates to the transaction.

@@ -37,11 +37,17 @@ impl Session {
                     _ => Route::Forward,
                 },
                 b'D' => route_of_front(a),
-                b'C' | b'I' | b's' => match a.expect.front().map(|e| &e.kind) {
-                    Some(Kind::Execute) => pop_reply(a, frame.tag())?,
-                    _ => Route::Forward,
-                },
+                b'C' | b'I' | b's' => {
+                    if frame.body().starts_with(b"ROLLBACK") {
+                        a.txn_failed = true;
+                    }
+                    match a.expect.front().map(|e| &e.kind) {
+                        Some(Kind::Execute) => pop_reply(a, frame.tag())?,
+                        _ => Route::Forward,
+                    }
+                }
                 b'E' => {
+                    a.txn_failed = true;
                     if let Some(replacement) =
                         a.expect.front().and_then(|e| e.replace_error.clone())
                     {
@@ -52,6 +58,25 @@ impl Session {
                     }
                     self.on_error();
                     Route::Forward
+                }
+                b'S' => {
+                    // ParameterStatus: settings rowgate re-applies change
+                    // back and forth in every transaction; the client keeps
+                    // its own value, reported by rowgate when it changes.
+                    let mut r = crate::wire::Reader::new(frame.body(), "ParameterStatus");
+                    let (name, value) = match (r.cstr(), r.cstr()) {
+                        (Ok(n), Ok(v)) => (
+                            String::from_utf8_lossy(n).into_owned(),
+                            String::from_utf8_lossy(v).into_owned(),
+                        ),
+                        _ => return Err(End::UpstreamLost("malformed ParameterStatus".into())),
+                    };
+                    if self.params.is_managed(&name) {
+                        Route::Swallow
+                    } else {
+                        self.params.note_reported(&name, &value);
+                        Route::Forward
+                    }
                 }
                 b'Z' => {
                     self.cwbuf.extend_from_slice(frame.as_bytes());
@@ -154,7 +179,7 @@ impl Session {
             a.identity = super::session::IdentityState::Pending;
         }
         if a.expect.is_empty() && status == b'I' {
-            self.release();
+            a.txn_over = true;
         }
         Ok(())
     }

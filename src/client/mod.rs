@@ -5,6 +5,7 @@ mod cancel;
 mod expect;
 mod from_client;
 mod from_server;
+mod params;
 mod session;
 pub mod startup;
 mod tls;
@@ -87,13 +88,12 @@ impl Server {
     }
 }
 
-/// The SQL of the identity statement for `n` settings:
-/// `SELECT set_config($1, $2, true), ...`, values bound as parameters.
-fn identity_spec(n: usize) -> Bytes {
-    let calls: Vec<String> = (0..n)
-        .map(|i| format!("set_config(${}, ${}, true)", 2 * i + 1, 2 * i + 2))
-        .collect();
-    let sql = format!("SELECT {}", calls.join(", "));
+/// The identity statement: every setting of the transaction (the client's
+/// own session parameters first, the identity last so it always wins) as
+/// two bound `text[]` parameters, names and values, applied in order with
+/// `set_config(name, value, true)`. Values are never spliced into SQL.
+fn identity_spec() -> Bytes {
+    let sql = "SELECT set_config(n, v, true) FROM unnest($1::text[], $2::text[]) AS t(n, v)";
     let mut spec = BytesMut::new();
     crate::wire::put_cstr(&mut spec, sql.as_bytes());
     spec.put_i16(0);
@@ -139,7 +139,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         setting_names.push(crate::guard::Sealer::SETTING.to_string());
     }
     let shared = Arc::new(Shared {
-        identity_spec: identity_spec(setting_names.len()),
+        identity_spec: identity_spec(),
         setting_names,
         guard,
         sealer,
@@ -184,8 +184,7 @@ async fn handle_client(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     match startup::handshake(Stream::Plain(tcp), peer, &shared).await {
         Ok(ok) => {
             let key = shared.cancels.register();
-            let session =
-                session::Session::new(shared.clone(), ok.stream, ok.pending, ok.identity, key);
+            let session = session::Session::new(shared.clone(), ok, key);
             session.run().await;
             shared.cancels.unregister(key);
         }

@@ -10,9 +10,11 @@
 //! connection goes back to the pool.
 
 use super::expect::{Expect, Kind};
+use super::params::{array_literal, ClientParams};
+use super::startup::Authenticated;
 use super::Shared;
 use crate::auth::{Identity, OnExpiry};
-use crate::guard::{classify, TxnEffect};
+use crate::guard::{classify, session_effects, SessionEffects, TxnEffect};
 use crate::upstream::PooledConn;
 use crate::wire::backend::{self, Severity};
 use crate::wire::frontend;
@@ -35,6 +37,8 @@ pub(super) struct Statement {
     pub spec: Bytes,
     /// Where the statement may run relative to the identity.
     pub effect: TxnEffect,
+    /// What executing it does to session-level settings.
+    pub session: SessionEffects,
 }
 
 impl Statement {
@@ -46,6 +50,7 @@ impl Statement {
             upstream: format!("rg_{}", hex::encode(&digest[..12])).into(),
             spec: Bytes::copy_from_slice(spec),
             effect: classify(query),
+            session: session_effects(query),
         }
     }
 }
@@ -82,6 +87,14 @@ pub(super) struct Attachment {
     pub unnamed_here: bool,
     /// Whether the current upstream transaction already carries the identity.
     pub identity: IdentityState,
+    /// Session-level setting changes the client made in this transaction.
+    pub session_fx: SessionEffects,
+    /// The transaction failed or was rolled back (an error, or a ROLLBACK
+    /// command tag): its session-level changes did not happen.
+    pub txn_failed: bool,
+    /// The server said the transaction is over with nothing outstanding;
+    /// the connection is to be released (after a reset, if needed).
+    pub txn_over: bool,
 }
 
 /// Whether the identity is set in the upstream transaction.
@@ -123,8 +136,15 @@ pub(super) struct Session {
     pub cwbuf: BytesMut,
     pub shared: Arc<Shared>,
     pub identity: Identity,
-    /// Identity values as bind parameters: name, value, name, value, ...
-    pub identity_params: Vec<Bytes>,
+    /// The client's session parameters, re-applied in every transaction.
+    pub params: ClientParams,
+    /// The upstream server's reported parameters (its defaults).
+    pub server_params: Arc<Vec<(String, String)>>,
+    /// Bind parameters of the identity statement: the names and the values
+    /// as `text[]` literals (the values without the seal, which is per
+    /// connection). Rebuilt when the client's parameters change.
+    pub bind_names: Bytes,
+    pub bind_values: String,
     pub statements: HashMap<Box<[u8]>, Arc<Statement>>,
     pub unnamed: Option<Arc<Statement>>,
     pub phase: Phase,
@@ -140,33 +160,49 @@ enum Event {
 }
 
 impl Session {
-    pub fn new(
-        shared: Arc<Shared>,
-        client: Stream,
-        pending: BytesMut,
-        identity: Identity,
-        key: (i32, i32),
-    ) -> Session {
-        let identity_params = shared
-            .auth
-            .setting_names()
-            .iter()
-            .zip(identity.values.iter())
-            .flat_map(|(n, v)| [Bytes::from(n.clone()), Bytes::from(v.clone())])
-            .collect();
-        Session {
-            client,
-            crbuf: pending,
+    pub fn new(shared: Arc<Shared>, ok: Authenticated, key: (i32, i32)) -> Session {
+        let mut s = Session {
+            client: ok.stream,
+            crbuf: ok.pending,
             cwbuf: BytesMut::new(),
             shared,
-            identity,
-            identity_params,
+            identity: ok.identity,
+            params: ok.params,
+            server_params: ok.server_params,
+            bind_names: Bytes::new(),
+            bind_values: String::new(),
             statements: HashMap::new(),
             unnamed: None,
             phase: Phase::Ready,
             upstream: Upstream::Detached,
             key,
+        };
+        s.encode_settings();
+        s
+    }
+
+    /// Encodes what every transaction sets: the client's parameters, then
+    /// the identity (so it always wins), then the seal's name if on.
+    pub fn encode_settings(&mut self) {
+        let client = self.params.settings();
+        let identity = self
+            .shared
+            .auth
+            .setting_names()
+            .iter()
+            .map(String::as_str)
+            .zip(self.identity.values.iter().map(String::as_str));
+        let (mut names, values): (Vec<&str>, Vec<&str>) = client.chain(identity).unzip();
+        if self.shared.sealer.is_some() {
+            names.push(crate::guard::Sealer::SETTING);
         }
+        self.bind_names = Bytes::from(array_literal(names));
+        let mut literal = array_literal(values);
+        if self.shared.sealer.is_some() {
+            // Left open: the seal, computed per connection, closes it.
+            literal.pop();
+        }
+        self.bind_values = literal;
     }
 
     /// Serves the client until it leaves, then leaves the upstream clean.
@@ -196,8 +232,10 @@ impl Session {
         self.shared.cancels.set_target(self.key, None);
         let upstream = std::mem::replace(&mut self.upstream, Upstream::Detached);
         if let Upstream::Attached(a) = upstream {
-            let clean_possible =
-                matches!(end, End::ClientGone | End::Protocol(_) | End::IdleTimeout);
+            let clean_possible = matches!(
+                end,
+                End::ClientGone | End::Protocol(_) | End::IdleTimeout | End::IdleInTransaction
+            );
             if clean_possible {
                 tokio::spawn(cleanup(a));
             }
@@ -250,6 +288,9 @@ impl Session {
                 Event::Server(Err(e)) => return End::UpstreamLost(e.to_string()),
                 Event::Server(Ok(_)) => {
                     if let Err(end) = self.process_server_input() {
+                        return end;
+                    }
+                    if let Err(end) = self.end_transaction().await {
                         return end;
                     }
                 }
@@ -319,7 +360,61 @@ impl Session {
             out: BytesMut::with_capacity(1024),
             unnamed_here: false,
             identity: IdentityState::Pending,
+            session_fx: SessionEffects::default(),
+            txn_failed: false,
+            txn_over: false,
         }));
+        Ok(())
+    }
+
+    /// When the server has said the transaction is over: keeps what the
+    /// client changed at session level (and resets the connection), then
+    /// returns the connection to the pool.
+    async fn end_transaction(&mut self) -> Result<(), End> {
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return Ok(());
+        };
+        if !a.txn_over {
+            return Ok(());
+        }
+        a.txn_over = false;
+        let fx = std::mem::take(&mut a.session_fx);
+        let failed = std::mem::take(&mut a.txn_failed);
+        if fx.any() {
+            // The client's reply (ReadyForQuery) goes out before the reset.
+            self.flush_client().await.map_err(|_| End::ClientGone)?;
+            let Upstream::Attached(a) = &mut self.upstream else {
+                return Ok(());
+            };
+            // A rolled-back transaction took its SETs with it: nothing to
+            // keep, but the connection is reset all the same.
+            let set_names = if failed { Vec::new() } else { fx.set_names() };
+            let names = (!set_names.is_empty()).then(|| array_literal(set_names.iter().copied()));
+            match a.conn.capture_and_reset(names.as_deref()).await {
+                Ok(_) if failed => {}
+                Ok(values) => {
+                    let captured = set_names
+                        .iter()
+                        .map(|n| n.to_string())
+                        .zip(values)
+                        .collect();
+                    let owed = self.params.apply(&fx.ops, &captured, &self.server_params);
+                    for (name, value) in owed {
+                        self.cwbuf
+                            .extend_from_slice(&backend::parameter_status(&name, &value));
+                    }
+                    self.encode_settings();
+                }
+                Err(e) => {
+                    // Not provably clean: close it rather than lend it.
+                    tracing::warn!(error = %e, "could not reset a connection after session SET; closing it");
+                    self.shared.cancels.set_target(self.key, None);
+                    self.upstream = Upstream::Detached;
+                    return Ok(());
+                }
+            }
+        }
+        self.release();
         Ok(())
     }
 
@@ -364,18 +459,21 @@ impl Session {
                 })));
             a.conn.identity_prepared = true;
         }
-        let seal = self.shared.sealer.as_ref().map(|s| {
-            s.seal(
-                a.conn.pid,
-                self.shared.auth.setting_names(),
-                &self.identity.values,
-            )
-        });
-        let mut params: Vec<&[u8]> = self.identity_params.iter().map(|b| &b[..]).collect();
-        if let Some(seal) = &seal {
-            params.push(crate::guard::Sealer::SETTING.as_bytes());
-            params.push(seal.as_bytes());
-        }
+        let values = match &self.shared.sealer {
+            None => std::borrow::Cow::Borrowed(self.bind_values.as_str()),
+            Some(s) => {
+                let seal = s.seal(
+                    a.conn.pid,
+                    self.shared.auth.setting_names(),
+                    &self.identity.values,
+                );
+                // bind_values was left open ("{...") for the seal to close.
+                let sep = if self.bind_values.len() > 1 { "," } else { "" };
+                let seal = array_literal([seal.as_str()]);
+                std::borrow::Cow::Owned(format!("{}{sep}{}", self.bind_values, &seal[1..]))
+            }
+        };
+        let params: [&[u8]; 2] = [&self.bind_names, values.as_bytes()];
         // A portal of its own, closed at once: the client's unnamed portal
         // may be bound and not yet executed.
         frontend::put_bind_text(&mut a.out, IDENTITY_STATEMENT, IDENTITY_STATEMENT, &params);

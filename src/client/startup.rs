@@ -3,6 +3,7 @@
 //! client expects from PostgreSQL (AuthenticationOk, ParameterStatus,
 //! BackendKeyData, ReadyForQuery).
 
+use super::params::ClientParams;
 use super::Shared;
 use crate::auth::Identity;
 use crate::metrics;
@@ -52,8 +53,10 @@ pub struct Authenticated {
     pub pending: BytesMut,
     /// Verified identity.
     pub identity: Identity,
-    /// The client's startup parameters.
-    pub params: Vec<(String, String)>,
+    /// The client's session parameters, from its startup packet.
+    pub params: ClientParams,
+    /// The upstream server's reported parameters (server_version, ...).
+    pub server_params: Arc<Vec<(String, String)>>,
 }
 
 /// Runs the startup phase to completion. On refusal the FATAL error has not
@@ -214,20 +217,10 @@ async fn authenticate(
     };
     let mut out = BytesMut::with_capacity(512);
     out.extend_from_slice(&backend::authentication_ok());
-    let app_name = params
-        .iter()
-        .find(|(k, _)| k == "application_name")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
-    for (k, v) in server_params.iter() {
-        // The upstream connection's application_name is rowgate's own; a
-        // client should see the one it asked for.
-        let v = if k == "application_name" {
-            app_name
-        } else {
-            v.as_str()
-        };
-        out.extend_from_slice(&backend::parameter_status(k, v));
+    let mut client_params = ClientParams::from_startup(&params);
+    client_params.drop_server_defaults(&server_params);
+    for (k, v) in client_params.initial_report(&server_params) {
+        out.extend_from_slice(&backend::parameter_status(&k, &v));
     }
     Ok(Authenticated {
         stream: {
@@ -238,7 +231,8 @@ async fn authenticate(
         },
         pending: buf,
         identity,
-        params,
+        params: client_params,
+        server_params,
     })
 }
 

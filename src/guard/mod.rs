@@ -4,7 +4,7 @@
 
 mod lexical;
 
-pub use lexical::{classify, TxnEffect};
+pub use lexical::{classify, session_effects, SessionEffects, SessionOp, TxnEffect};
 use serde::Deserialize;
 
 /// `[guard]`: which client statements are refused.
