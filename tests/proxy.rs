@@ -456,3 +456,106 @@ async fn a_cancel_request_reaches_the_running_query() {
         [Some("user_alice".into())]
     );
 }
+
+#[tokio::test]
+async fn deallocate_and_discard_all_behave_as_in_postgres() {
+    let (_db, proxy) = setup(2).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    // DEALLOCATE by the client's own name succeeds, and the statement is
+    // gone (raw protocol: tokio-postgres does not expose its names).
+    let mut raw = RawClient::connect(&proxy, &token("user_alice")).await;
+    let mut out = bytes::BytesMut::new();
+    rowgate::wire::frontend::put_parse(&mut out, b"s1", b"select auth.user_id()\0\0\0");
+    rowgate::wire::frontend::put_sync(&mut out);
+    assert_eq!(raw.exchange(&out).await, ["1", "Z"]);
+    let mut out = bytes::BytesMut::new();
+    rowgate::wire::frontend::put_query(&mut out, "DEALLOCATE s1");
+    assert_eq!(raw.exchange(&out).await, ["C", "Z"]);
+    let mut out = bytes::BytesMut::new();
+    rowgate::wire::frontend::put_bind_text(&mut out, b"", b"s1", &[]);
+    rowgate::wire::frontend::put_execute(&mut out, b"");
+    rowgate::wire::frontend::put_sync(&mut out);
+    assert_eq!(raw.exchange(&out).await, ["E26000", "Z"]);
+    let stmt = alice.prepare("select auth.user_id()").await.unwrap();
+    assert!(alice.query_one(&stmt, &[]).await.is_ok());
+    // Preparing again works; DISCARD ALL drops it too.
+    let again = alice.prepare("select auth.user_id()").await.unwrap();
+    assert!(alice.query_one(&again, &[]).await.is_ok());
+    alice.batch_execute("DISCARD ALL").await.unwrap();
+    let err = alice.query_one(&again, &[]).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
+    );
+    // Other statements keep working afterwards, with identity.
+    let fresh = alice.prepare("select auth.user_id()").await.unwrap();
+    let who: Option<String> = alice.query_one(&fresh, &[]).await.unwrap().get(0);
+    assert_eq!(who.as_deref(), Some("user_alice"));
+    // An unknown name gets PostgreSQL's error.
+    let err = alice.batch_execute("DEALLOCATE nosuch").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
+    );
+}
+
+/// A bare protocol client, for cases drivers do not let a test express.
+struct RawClient {
+    tcp: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawClient {
+    async fn connect(proxy: &RunningProxy, token: &str) -> RawClient {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut hello = rowgate::wire::frontend::startup_message(&[("user", "raw")]).to_vec();
+        let mut pw = bytes::BytesMut::new();
+        rowgate::wire::put_frame(&mut pw, b'p', |b| {
+            rowgate::wire::put_cstr(b, token.as_bytes())
+        });
+        hello.extend_from_slice(&pw);
+        tcp.write_all(&hello).await.unwrap();
+        let mut c = RawClient {
+            tcp,
+            buf: bytes::BytesMut::new(),
+        };
+        c.until_ready().await;
+        c
+    }
+
+    /// Message tags until ReadyForQuery; errors as `E` + SQLSTATE.
+    async fn until_ready(&mut self) -> Vec<String> {
+        use tokio::io::AsyncReadExt;
+        let mut tags = Vec::new();
+        loop {
+            while let Some(f) = rowgate::wire::next_frame(&mut self.buf, 1 << 24).unwrap() {
+                let tag = match f.tag() {
+                    b'E' => format!(
+                        "E{}",
+                        rowgate::wire::backend::parse_error_fields(f.body())
+                            .unwrap()
+                            .code
+                    ),
+                    b'R' | b'S' | b'K' | b'N' => continue,
+                    t => (t as char).to_string(),
+                };
+                let done = tag == "Z";
+                tags.push(tag);
+                if done {
+                    return tags;
+                }
+            }
+            assert!(
+                self.tcp.read_buf(&mut self.buf).await.unwrap() > 0,
+                "closed: {tags:?}"
+            );
+        }
+    }
+
+    async fn exchange(&mut self, msgs: &[u8]) -> Vec<String> {
+        use tokio::io::AsyncWriteExt;
+        self.tcp.write_all(msgs).await.unwrap();
+        self.until_ready().await
+    }
+}

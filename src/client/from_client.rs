@@ -3,7 +3,7 @@
 
 use super::expect::{Expect, Kind, ParseNote};
 use super::session::{Attachment, End, Phase, Session, Statement, Upstream};
-use crate::guard::{classify, session_effects, GuardViolation, TxnEffect};
+use crate::guard::{classify, deallocate, session_effects, Deallocate, GuardViolation, TxnEffect};
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
 use crate::wire::{next_frame, peek_frame_len, Frame, MAX_MESSAGE_LEN};
@@ -247,7 +247,35 @@ impl Session {
                     forget_prepared(a);
                 }
                 a.session_fx.merge(&fx);
-                a.out.extend_from_slice(frame.as_bytes());
+                match deallocate(sql) {
+                    // The client's statements live upstream under rowgate's
+                    // names: deallocate that one (it is re-prepared if any
+                    // client needs it again), so the client gets
+                    // PostgreSQL's own reply.
+                    Some(Deallocate::One(name))
+                        if self.statements.contains_key(name.as_bytes()) =>
+                    {
+                        if let Some(stmt) = self.statements.remove(name.as_bytes()) {
+                            frontend::put_query(
+                                &mut a.out,
+                                &format!("DEALLOCATE {}", stmt.upstream),
+                            );
+                        }
+                    }
+                    Some(Deallocate::All) => {
+                        self.statements.clear();
+                        a.out.extend_from_slice(frame.as_bytes());
+                    }
+                    _ => a.out.extend_from_slice(frame.as_bytes()),
+                }
+                if classify(sql) == TxnEffect::Outside
+                    && sql.len() >= 11
+                    && sql[..11].eq_ignore_ascii_case(b"discard all")
+                {
+                    // DISCARD ALL also drops the client's prepared statements.
+                    self.statements.clear();
+                    self.unnamed = None;
+                }
                 a.expect.push_back(Expect::forward(Kind::Query));
             }
             b'F' => {

@@ -4,7 +4,9 @@
 
 mod lexical;
 
-pub use lexical::{classify, session_effects, SessionEffects, SessionOp, TxnEffect};
+pub use lexical::{
+    classify, deallocate, session_effects, Deallocate, SessionEffects, SessionOp, TxnEffect,
+};
 use serde::Deserialize;
 
 /// `[guard]`: which client statements are refused.
