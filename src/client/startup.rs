@@ -192,7 +192,6 @@ async fn authenticate(
     let identity = match shared.auth.authenticate(token.trim(), &user).await {
         Ok(id) => id,
         Err(e) => {
-            metrics::incr("rowgate_auth_failures_total", e.reason());
             tracing::info!(%peer, reason = e.reason(), "authentication refused: {e}");
             return Err((
                 Some(stream),
