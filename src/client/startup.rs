@@ -6,7 +6,6 @@
 use super::params::ClientParams;
 use super::Shared;
 use crate::auth::Identity;
-use crate::metrics;
 use crate::wire::backend::{self, Severity};
 use crate::wire::frontend::{parse_startup, password, StartupPacket};
 use crate::wire::stream::Stream;
