@@ -166,3 +166,81 @@ async fn min_idle_keeps_connections_warm() {
     }
     assert_eq!(idle, 2);
 }
+
+#[tokio::test]
+async fn a_copy_aborted_or_killed_midway_leaves_nothing_behind() {
+    use futures_util::SinkExt;
+    let db = pg().new_database();
+    // COPY FROM is refused on tables with RLS; a plain one will do.
+    db.admin_client()
+        .await
+        .batch_execute("CREATE TABLE copy_target (user_id text, message text); GRANT ALL ON copy_target TO rowgate_user")
+        .await
+        .unwrap();
+    let proxy = rowgate(&proxy_config(&db, 1, "")).await;
+    let row = bytes::Bytes::from_static(b"user_alice\tcopied\n");
+    // Aborted: the sink is dropped unfinished, so the driver sends CopyFail.
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    {
+        let sink = alice
+            .copy_in::<_, bytes::Bytes>("COPY copy_target (user_id, message) FROM STDIN")
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        for _ in 0..1000 {
+            sink.feed(row.clone()).await.unwrap();
+        }
+        sink.flush().await.unwrap();
+    }
+    assert_eq!(
+        user_id(&alice).await.unwrap().as_deref(),
+        Some("user_alice")
+    );
+    // Killed: the socket closes in the middle of the COPY, no CopyFail.
+    {
+        let mut doomed = support::RawClient::connect(&proxy, &token("user_alice")).await;
+        let mut out = bytes::BytesMut::new();
+        rowgate::wire::frontend::put_query(
+            &mut out,
+            "COPY copy_target (user_id, message) FROM STDIN",
+        );
+        doomed.send(&out).await;
+        assert_eq!(doomed.until("G").await, ["G"]);
+        let mut data = bytes::BytesMut::new();
+        for _ in 0..1000 {
+            rowgate::wire::put_frame(&mut data, b'd', |b| b.extend_from_slice(&row));
+        }
+        doomed.send(&data).await;
+        drop(doomed);
+    }
+    // The only pooled connection serves the next user, clean.
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    assert_eq!(user_id(&bob).await.unwrap().as_deref(), Some("user_bob"));
+    let admin = db.admin_client().await;
+    let n: i64 = admin
+        .query_one("select count(*) from copy_target", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // And a COPY that finishes works, in both directions.
+    let sink = alice
+        .copy_in::<_, bytes::Bytes>("COPY copy_target (user_id, message) FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    for _ in 0..500 {
+        sink.feed(row.clone()).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 500);
+    let out = alice
+        .copy_out("COPY (select message from copy_target) TO STDOUT")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(out);
+    let mut bytes_out = 0;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut out).await {
+        bytes_out += chunk.unwrap().len();
+    }
+    assert_eq!(bytes_out, 500 * "copied\n".len());
+}

@@ -40,7 +40,7 @@ impl Session {
             let tag = self.crbuf[0];
             if self.phase == Phase::Ready && starts_batch(tag) {
                 if let Upstream::Attached(a) = &self.upstream {
-                    if !a.expect.is_empty() {
+                    if !a.expect.is_empty() && !a.copy_in {
                         return Ok(true);
                     }
                 }
@@ -54,11 +54,22 @@ impl Session {
 
     async fn on_client_frame(&mut self, frame: Frame) -> Result<(), End> {
         let tag = frame.tag();
+        tracing::trace!(tag = %(tag as char), len = frame.body().len(), phase = ?self.phase, "client message");
         match tag {
             b'X' => return Err(End::ClientGone),
             b'd' | b'c' | b'f' | b'H' => {
                 // Copy data and Flush belong to whatever is in flight; with
                 // nothing in flight the server would ignore them too.
+                if let Upstream::Attached(a) = &mut self.upstream {
+                    if matches!(tag, b'c' | b'f') {
+                        a.copy_in = false;
+                    }
+                    a.out.extend_from_slice(frame.as_bytes());
+                }
+                return Ok(());
+            }
+            b'S' if matches!(&self.upstream, Upstream::Attached(a) if a.copy_in) => {
+                // Part of the copy stream: the server ignores it.
                 if let Upstream::Attached(a) = &mut self.upstream {
                     a.out.extend_from_slice(frame.as_bytes());
                 }

@@ -29,6 +29,7 @@ impl Session {
                     )))
                 }
             };
+            tracing::trace!(tag = %(frame.tag() as char), front = ?a.expect.front().map(|e| &e.kind), "server message");
             let route = match frame.tag() {
                 b'1' | b'2' | b'3' => pop_reply(a, frame.tag())?,
                 b't' => route_of_front(a),
@@ -38,6 +39,7 @@ impl Session {
                 },
                 b'D' => route_of_front(a),
                 b'C' | b'I' | b's' => {
+                    a.copy_in = false;
                     if frame.body().starts_with(b"ROLLBACK") {
                         a.txn_failed = true;
                     }
@@ -48,6 +50,7 @@ impl Session {
                 }
                 b'E' => {
                     a.txn_failed = true;
+                    a.copy_in = false;
                     if let Some(replacement) =
                         a.expect.front().and_then(|e| e.replace_error.clone())
                     {
@@ -77,6 +80,30 @@ impl Session {
                         self.params.note_reported(&name, &value);
                         Route::Forward
                     }
+                }
+                b'G' => {
+                    // CopyInResponse: Syncs the client sent behind the COPY
+                    // (tokio-postgres sends Bind, Execute, Sync, then waits)
+                    // are read by the server as part of the copy stream and
+                    // ignored, so no ReadyForQuery comes for them.
+                    a.copy_in = true;
+                    let before = a.expect.len();
+                    let mut i = 1;
+                    while i < a.expect.len() {
+                        if matches!(a.expect[i].kind, Kind::Sync) {
+                            a.expect.remove(i);
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    if a.expect.len() < before {
+                        // The batch did not end at that Sync: the client's
+                        // Sync after CopyDone/CopyFail ends it, and must not
+                        // be held back (the server sends CommandComplete
+                        // only once it has a Sync or Flush).
+                        self.phase = super::session::Phase::Batch;
+                    }
+                    Route::Forward
                 }
                 b'Z' => {
                     self.cwbuf.extend_from_slice(frame.as_bytes());

@@ -89,6 +89,9 @@ pub(super) struct Attachment {
     pub identity: IdentityState,
     /// Session-level setting changes the client made in this transaction.
     pub session_fx: SessionEffects,
+    /// The server is reading a COPY FROM STDIN: it ignores Sync and Flush
+    /// until CopyDone/CopyFail, so they get no ReadyForQuery.
+    pub copy_in: bool,
     /// The transaction failed or was rolled back (an error, or a ROLLBACK
     /// command tag): its session-level changes did not happen.
     pub txn_failed: bool,
@@ -304,6 +307,7 @@ impl Session {
     async fn flush(&mut self) -> Result<(), End> {
         if let Upstream::Attached(a) = &mut self.upstream {
             if !a.out.is_empty() {
+                tracing::trace!(bytes = a.out.len(), "write upstream");
                 a.conn
                     .stream
                     .write_all(&a.out)
@@ -361,6 +365,7 @@ impl Session {
             unnamed_here: false,
             identity: IdentityState::Pending,
             session_fx: SessionEffects::default(),
+            copy_in: false,
             txn_failed: false,
             txn_over: false,
         }));
