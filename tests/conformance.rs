@@ -1280,3 +1280,274 @@ fn encode_wire(lines: &[String]) -> (BytesMut, usize) {
     }
     (out, readies)
 }
+
+// ---------------------------------------------------------------------------
+// Several clients at once.
+// ---------------------------------------------------------------------------
+
+/// What one client of [`shared_statements`] saw, in order.
+async fn statement_workload(c: Client, k: usize) -> Vec<String> {
+    // The same text for every client (rowgate shares it upstream), and one
+    // of the client's own.
+    let shared = c
+        .prepare("update counters set n = n + $1 where owner = auth.user_id() returning owner, n")
+        .await
+        .unwrap();
+    let own = c
+        .prepare(&format!("select n, auth.user_id(), {k} from counters"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for i in 0..40 {
+        let mut rows = Vec::new();
+        match i % 3 {
+            0 => {
+                c.batch_execute("begin").await.unwrap();
+                rows.extend(c.query(&shared, &[&1i32]).await.unwrap());
+                rows.extend(c.query(&own, &[]).await.unwrap());
+                c.batch_execute("commit").await.unwrap();
+            }
+            1 => rows.extend(c.query(&shared, &[&2i32]).await.unwrap()),
+            _ => rows.extend(c.query(&own, &[]).await.unwrap()),
+        }
+        for r in rows {
+            let cols: Vec<String> = (0..r.len())
+                .map(|j| match r.columns()[j].type_() {
+                    &Type::INT4 => r.get::<_, i32>(j).to_string(),
+                    _ => r.get::<_, Option<String>>(j).unwrap_or_default(),
+                })
+                .collect();
+            seen.push(format!("{i}: {}", cols.join(" ")));
+        }
+    }
+    seen
+}
+
+async fn counters_db() -> TestDb {
+    let db = database().await;
+    db.admin_client()
+        .await
+        .batch_execute(
+            "create table counters (owner text primary key default auth.user_id(), n int not null default 0);
+             alter table counters enable row level security;
+             alter table counters force row level security;
+             create policy own on counters using (owner = (select auth.user_id()));
+             grant select, update on counters to rowgate_user;
+             insert into counters (owner) select 'user_' || g from generate_series(0, 3) g;",
+        )
+        .await
+        .unwrap();
+    db
+}
+
+/// Four clients prepare statements (one text shared by all) and reuse them
+/// across 40 transactions each, all at once, through a pool smaller than
+/// the number of clients: each sees exactly what it sees on PostgreSQL.
+async fn shared_statements(pool: usize) {
+    let direct_db = counters_db().await;
+    let mut direct = Vec::new();
+    for k in 0..4 {
+        let c = direct_db.authenticator_client().await;
+        c.batch_execute(&format!(
+            "select set_config('app.user_id', 'user_{k}', false)"
+        ))
+        .await
+        .unwrap();
+        direct.push(tokio::spawn(statement_workload(c, k)));
+    }
+    let proxied_db = counters_db().await;
+    let proxy = rowgate(&proxy_config(&proxied_db, pool, "")).await;
+    let mut proxied = Vec::new();
+    for k in 0..4 {
+        let c = proxy.connect(&token(&format!("user_{k}"))).await.unwrap();
+        proxied.push(tokio::spawn(statement_workload(c, k)));
+    }
+    for (k, (d, p)) in direct.into_iter().zip(proxied).enumerate() {
+        let (want, got) = (d.await.unwrap(), p.await.unwrap());
+        assert_eq!(want.len(), 54, "client {k}: {want:?}");
+        assert_eq!(got, want, "client {k} through a pool of {pool}");
+    }
+}
+
+#[tokio::test]
+async fn shared_statements_pool_1() {
+    shared_statements(1).await;
+}
+
+#[tokio::test]
+async fn shared_statements_pool_2() {
+    shared_statements(2).await;
+}
+
+/// A session setting is the session's: another client never inherits it.
+#[tokio::test]
+#[ignore = "rowgate bug: a session SET stays on the pooled connection and applies to the next client's transactions"]
+async fn a_session_setting_does_not_reach_another_client() {
+    let db = database().await;
+    let proxy = rowgate(&proxy_config(&db, 1, "")).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    alice
+        .batch_execute("set statement_timeout = '1234ms'; set search_path = auth")
+        .await
+        .unwrap();
+    let r = bob
+        .query_one(
+            "select current_setting('statement_timeout'), current_setting('search_path')",
+            &[],
+        )
+        .await
+        .unwrap();
+    // What a second session straight to PostgreSQL sees.
+    let fresh = db.authenticator_client().await;
+    let want = fresh
+        .query_one(
+            "select current_setting('statement_timeout'), current_setting('search_path')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, String>(0), r.get::<_, String>(1)),
+        (want.get::<_, String>(0), want.get::<_, String>(1)),
+        "bob inherited alice's settings"
+    );
+}
+
+/// The identity comes from the token only: a client cannot replace it with
+/// SET, for its own transaction or for whoever uses the connection next.
+#[tokio::test]
+#[ignore = "rowgate bug: SET app.user_id overrides the verified identity (the guard refuses nothing yet)"]
+async fn a_client_cannot_take_another_identity() {
+    let db = database().await;
+    db.admin_client()
+        .await
+        .batch_execute(
+            "insert into user_messages (user_id, message) values ('user_bob', 'bob''s secret')",
+        )
+        .await
+        .unwrap();
+    let proxy = rowgate(&proxy_config(&db, 1, "")).await;
+    let mallory = proxy.connect(&token("user_mallory")).await.unwrap();
+    let rows = mallory
+        .simple_query(
+            "begin; set app.user_id = 'user_bob'; select message from user_messages; commit",
+        )
+        .await;
+    let leaked: Vec<String> = rows
+        .into_iter()
+        .flatten()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert!(leaked.is_empty(), "mallory read {leaked:?}");
+}
+
+/// Startup parameters (`options`, `application_name`, or `TimeZone` as
+/// JDBC sends it from the JVM's zone) set up the session, as they do on
+/// PostgreSQL.
+#[tokio::test]
+#[ignore = "rowgate bug: startup parameters (options -c ..., application_name) are not applied to the client's transactions"]
+async fn startup_parameters_shape_the_session() {
+    let db = database().await;
+    let proxy = rowgate(&proxy_config(&db, 1, "")).await;
+    let sql = "select current_setting('TimeZone'), current_setting('search_path'), \
+               current_setting('application_name'), current_setting('DateStyle')";
+    let read = |c: Client| async move {
+        let r = c.query_one(sql, &[]).await.unwrap();
+        (0..4).map(|i| r.get::<_, String>(i)).collect::<Vec<_>>()
+    };
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .options("-c TimeZone=Asia/Tokyo -c search_path=auth,public -c DateStyle=German")
+        .application_name("startup-test");
+    let (direct, conn) = config
+        .clone()
+        .port(db.port())
+        .user(support::AUTHENTICATOR)
+        .password(support::AUTHENTICATOR_PASSWORD)
+        .dbname(db.name())
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let want = read(direct).await;
+    assert_eq!(want[0], "Asia/Tokyo");
+    let (proxied, conn) = config
+        .port(proxy.port())
+        .user("anyone")
+        .password(token("user_a"))
+        .dbname("app")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(read(proxied).await, want);
+}
+
+/// A connection with its notifications captured.
+async fn listening_client(config: &tokio_postgres::Config) -> (Client, Arc<Mutex<Vec<String>>>) {
+    let (client, mut conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                sink.lock()
+                    .unwrap()
+                    .push(format!("{}: {}", n.channel(), n.payload()));
+            }
+        }
+    });
+    (client, got)
+}
+
+/// NOTIFY reaches the sessions that LISTEN, and no other.
+#[tokio::test]
+#[ignore = "rowgate bug: LISTEN stays on a pooled connection; its notifications go to whichever client holds it next"]
+async fn notifications_reach_only_the_listener() {
+    let db = database().await;
+    let proxy = rowgate(&proxy_config(&db, 1, "")).await;
+    let mut outcomes = Vec::new();
+    for through_rowgate in [false, true] {
+        let mut config = tokio_postgres::Config::new();
+        config.host("127.0.0.1");
+        if through_rowgate {
+            config.port(proxy.port()).user("anyone").dbname("app");
+        } else {
+            config
+                .port(db.port())
+                .user(support::AUTHENTICATOR)
+                .password(support::AUTHENTICATOR_PASSWORD)
+                .dbname(db.name());
+        }
+        let with = |user: &str| {
+            let mut c = config.clone();
+            if through_rowgate {
+                c.password(token(user));
+            }
+            c
+        };
+        let (alice, alice_got) = listening_client(&with("user_alice")).await;
+        let (bob, bob_got) = listening_client(&with("user_bob")).await;
+        alice.batch_execute("listen secrets").await.unwrap();
+        bob.batch_execute("notify secrets, 'for alice only'")
+            .await
+            .unwrap();
+        bob.batch_execute("select 1").await.unwrap();
+        alice.batch_execute("select 1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let alice_got = alice_got.lock().unwrap().clone();
+        let bob_got = bob_got.lock().unwrap().clone();
+        outcomes.push((alice_got, bob_got));
+    }
+    assert_eq!(
+        outcomes[0],
+        (vec!["secrets: for alice only".to_string()], vec![]),
+        "directly"
+    );
+    assert_eq!(outcomes[1], outcomes[0], "(alice's, bob's) through rowgate");
+}
