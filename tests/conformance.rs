@@ -119,6 +119,7 @@ const CASES: &[&str] = &[
     "prepared_after_schema_change",
     "cursor_with_hold",
     "begin_isolation_in_one_query",
+    "wire_copy_simple",
 ];
 
 macro_rules! case {
@@ -177,6 +178,7 @@ case!(large_objects);
 case!(cursors);
 case!(multi_statement);
 case!(wire_protocol);
+case!(wire_copy_simple);
 case!(
     #[ignore = "rowgate bug: a second Parse of a name in use succeeds (42P05 expected); DEALLOCATE of a protocol statement fails 26000"]
     wire_statement_names

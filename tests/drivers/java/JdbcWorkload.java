@@ -82,7 +82,6 @@ public class JdbcWorkload {
             Properties props = new Properties();
             props.setProperty("user", login);
             props.setProperty("password", password);
-            props.setProperty("sslmode", "disable");
             props.setProperty("ApplicationName", "jdbc-" + k);
             String url = "jdbc:postgresql://" + host + ":" + port + "/" + db;
             try (Connection conn = DriverManager.getConnection(url, props)) {

@@ -41,7 +41,7 @@ async def run_client(k, user_id, login, password):
             failed.append(f"LEAK client {k} ({user_id}) saw {who!r} in {what}")
 
     conn = await asyncpg.connect(
-        host=HOST, port=int(PORT), database=DBNAME, user=login, password=password, ssl=False,
+        host=HOST, port=int(PORT), database=DBNAME, user=login, password=password,  # ssl: prefer
     )
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     if MODE == "direct":

@@ -45,7 +45,7 @@ def run_client(k, user_id, login, password):
 
     conn = psycopg.connect(
         host=HOST, port=PORT, dbname=DBNAME, user=login, password=password,
-        sslmode="disable", application_name=f"psycopg-{k}",
+        application_name=f"psycopg-{k}",  # sslmode: libpq's default, prefer
     )
     if PREPARE == "prepare":
         conn.prepare_threshold = 0
