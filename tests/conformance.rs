@@ -63,6 +63,7 @@
 //! | `sync`, `flush` | Sync, Flush |
 //! | `query SQL` | Query |
 //! | `copydata TEXT`, `copydone`, `copyfail TEXT` | CopyData (TEXT and a newline), CopyDone, CopyFail |
+//! | `fcall OID [VALUE ...]` | FunctionCall, text arguments and result |
 //!
 //! Add a case by adding the file and a `case!` line below (a test checks
 //! the two lists agree). A case rowgate fails goes in as
@@ -120,6 +121,7 @@ const CASES: &[&str] = &[
     "cursor_with_hold",
     "begin_isolation_in_one_query",
     "wire_copy_simple",
+    "wire_function_call",
 ];
 
 macro_rules! case {
@@ -179,6 +181,7 @@ case!(cursors);
 case!(multi_statement);
 case!(wire_protocol);
 case!(wire_copy_simple);
+case!(wire_function_call);
 case!(
     #[ignore = "rowgate bug: a second Parse of a name in use succeeds (42P05 expected); DEALLOCATE of a protocol statement fails 26000"]
     wire_statement_names
@@ -1201,6 +1204,14 @@ impl RawSession {
     }
 }
 
+fn wire_frame(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.extend_from_slice(&[tag, 0, 0, 0, 0]);
+    body(out);
+    let len = (out.len() - start - 1) as u32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
 /// Encodes wire lines; returns the bytes and how many ReadyForQuery they
 /// are owed.
 fn encode_wire(lines: &[String]) -> (BytesMut, usize) {
@@ -1277,6 +1288,28 @@ fn encode_wire(lines: &[String]) -> (BytesMut, usize) {
             }
             "copydone" => frontend::copy_done(&mut out),
             "copyfail" => frontend::copy_fail(rest, &mut out).unwrap(),
+            "fcall" => {
+                // FunctionCall: OID, text arguments, text result.
+                use bytes::BufMut;
+                let oid: u32 = args.next().unwrap().parse().unwrap();
+                let values: Vec<&str> = args.collect();
+                wire_frame(&mut out, b'F', |b| {
+                    b.put_u32(oid);
+                    b.put_i16(1);
+                    b.put_i16(0);
+                    b.put_i16(values.len() as i16);
+                    for v in &values {
+                        if *v == "NULL" {
+                            b.put_i32(-1);
+                        } else {
+                            b.put_i32(v.len() as i32);
+                            b.put_slice(v.as_bytes());
+                        }
+                    }
+                    b.put_i16(0);
+                });
+                readies += 1;
+            }
             other => panic!("unknown wire message {other:?} in {line:?}"),
         }
     }

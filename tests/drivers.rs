@@ -108,6 +108,13 @@ fn clients(direct: bool) -> Vec<String> {
 /// Runs a driver program with a time limit; the child is killed if the
 /// limit passes or the test panics.
 async fn run(mut cmd: tokio::process::Command, what: &str) -> Output {
+    let started = std::time::Instant::now();
+    let out = run_inner(cmd, what).await;
+    eprintln!("{what}: {:?}", started.elapsed());
+    out
+}
+
+async fn run_inner(mut cmd: tokio::process::Command, what: &str) -> Output {
     cmd.kill_on_drop(true);
     let child = cmd.output();
     match tokio::time::timeout(Duration::from_secs(120), child).await {

@@ -43,3 +43,19 @@ select current_setting('transaction_isolation'), auth.user_id()
 
 -- extended
 commit
+
+begin isolation level repeatable read
+
+select auth.user_id()
+
+commit and chain
+
+select current_setting('transaction_isolation'), auth.user_id()
+
+rollback and chain
+
+select current_setting('transaction_isolation'), auth.user_id()
+
+commit
+
+select auth.user_id()

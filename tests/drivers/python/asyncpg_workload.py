@@ -125,6 +125,18 @@ async def run_client(k, user_id, login, password):
         for j in range(3):
             emit("prepared", tuple(await stmt.fetchrow(Decimal(j) / 4, [f"a{j}", None])))
 
+    if k == 0:
+        # A query timeout: asyncpg sends a CancelRequest on a new connection
+        # with the key it got at startup, then goes on with the session.
+        sleep = await conn.prepare("select pg_sleep($1)")
+        try:
+            await sleep.fetchval(10, timeout=0.5)
+        except asyncio.TimeoutError:
+            emit("timed out")
+        who = await conn.fetchval("select auth.user_id()")
+        check(who, "after a cancel")
+        emit("after cancel", who)
+
     rows = await conn.fetch("select owner, n, label, data, price, meta, created from items order by n, label")
     for r in rows:
         check(r["owner"], "final listing")
