@@ -74,11 +74,13 @@ impl Session {
                         ),
                         _ => return Err(End::UpstreamLost("malformed ParameterStatus".into())),
                     };
-                    if self.params.is_managed(&name) {
-                        Route::Swallow
-                    } else {
-                        self.params.note_reported(&name, &value);
+                    if self
+                        .params
+                        .upstream_report(&name, &value, &self.server_params)
+                    {
                         Route::Forward
+                    } else {
+                        Route::Swallow
                     }
                 }
                 b'G' => {

@@ -86,15 +86,31 @@ impl ClientParams {
         out
     }
 
-    /// Whether rowgate re-applies this setting (the upstream's reports of it
-    /// are artefacts of that and are not for the client).
-    pub fn is_managed(&self, name: &str) -> bool {
-        self.current.contains_key(&name.to_ascii_lowercase())
-    }
-
-    /// Notes a ParameterStatus the client was sent as is.
-    pub fn note_reported(&mut self, name: &str, value: &str) {
+    /// Whether a ParameterStatus from the upstream is for the client. Those
+    /// that echo what the client was already told, and, for settings rowgate
+    /// re-applies in every transaction, the pooled connection's own default
+    /// coming back at commit, are artefacts of pooling; anything else is a
+    /// change the client made, forwarded in place (before its
+    /// ReadyForQuery, as PostgreSQL sends it) and remembered.
+    pub fn upstream_report(
+        &mut self,
+        name: &str,
+        value: &str,
+        server: &[(String, String)],
+    ) -> bool {
+        if self.reported.get(name).map(String::as_str) == Some(value) {
+            return false;
+        }
+        let managed = self.current.contains_key(&name.to_ascii_lowercase());
+        let server_default = server
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str());
+        if managed && server_default == Some(value) {
+            return false;
+        }
         self.reported.insert(name.to_owned(), value.to_owned());
+        true
     }
 
     /// Applies what a committed transaction changed at session level, in
@@ -257,8 +273,6 @@ mod tests {
         assert_eq!(got, [("application_name", "psql"), ("search_path", "app")]);
         let report = p.initial_report(&server);
         assert!(report.contains(&("application_name".into(), "psql".into())));
-        assert!(p.is_managed("Application_Name"));
-        assert!(!p.is_managed("DateStyle"));
         // A session SET of DateStyle, then RESET ALL.
         let captured = BTreeMap::from([("datestyle".to_string(), Some("German, DMY".to_string()))]);
         let owed = p.apply(&[SessionOp::Set("datestyle".into())], &captured, &server);
@@ -277,6 +291,12 @@ mod tests {
             &server,
         );
         assert!(p.settings().any(|kv| kv == ("search_path", "app")));
+        // Re-applying psql's name echoes it; the revert at commit is the
+        // pooled connection's own; a client's SET passes.
+        assert!(!p.upstream_report("application_name", "psql", &server));
+        assert!(!p.upstream_report("application_name", "rowgate", &server));
+        assert!(p.upstream_report("application_name", "mine", &server));
+        assert!(!p.upstream_report("application_name", "mine", &server));
     }
 
     #[test]
