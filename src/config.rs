@@ -31,6 +31,58 @@ pub struct Config {
     /// Sealed identity that the database verifies.
     #[serde(default)]
     pub seal: crate::guard::SealConfig,
+    /// Session state that cannot follow a client between pooled connections.
+    #[serde(default)]
+    pub session_state: SessionStateConfig,
+}
+
+/// What to do with a statement that creates session state.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StatePolicy {
+    /// Refuse it (SQLSTATE 0A000) with advice.
+    #[default]
+    Reject,
+    /// Let it run and keep the client on its connection until it
+    /// disconnects; the connection is then reset with DISCARD ALL.
+    Pin,
+}
+
+/// `[session_state]`: temporary tables, LISTEN, session advisory locks,
+/// WITH HOLD cursors and SQL-level PREPARE live on the database connection,
+/// which rowgate shares between clients transaction by transaction.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionStateConfig {
+    /// `CREATE TEMP TABLE`, `SELECT ... INTO TEMP`.
+    #[serde(default)]
+    pub temp_tables: StatePolicy,
+    /// `LISTEN`.
+    #[serde(default)]
+    pub listen: StatePolicy,
+    /// `pg_advisory_lock` and the other session-level advisory locks.
+    #[serde(default)]
+    pub advisory_locks: StatePolicy,
+    /// `DECLARE ... WITH HOLD`.
+    #[serde(default)]
+    pub hold_cursors: StatePolicy,
+    /// SQL-level `PREPARE`/`EXECUTE`.
+    #[serde(default)]
+    pub sql_prepare: StatePolicy,
+}
+
+impl SessionStateConfig {
+    /// The policy for one kind of session state.
+    pub fn policy(&self, state: crate::guard::SessionState) -> StatePolicy {
+        use crate::guard::SessionState::*;
+        match state {
+            TempTable => self.temp_tables,
+            Listen => self.listen,
+            AdvisoryLock => self.advisory_locks,
+            HoldCursor => self.hold_cursors,
+            SqlPrepare => self.sql_prepare,
+        }
+    }
 }
 
 /// `[listen]`: the client-facing side.
@@ -225,7 +277,14 @@ impl Config {
 }
 
 const SECTIONS: &[&str] = &[
-    "listen", "upstream", "auth", "identity", "metrics", "guard", "seal",
+    "listen",
+    "upstream",
+    "auth",
+    "identity",
+    "metrics",
+    "guard",
+    "seal",
+    "session_state",
 ];
 
 fn apply_env_override(doc: &mut toml::Table, name: &str, value: &str) {

@@ -194,3 +194,95 @@ async fn set_config_at_session_level_is_kept_for_the_client_only() {
     );
     assert_eq!(one(&bob, CHECK).await.as_deref(), Some("0 -  user_bob"));
 }
+
+#[tokio::test]
+async fn session_state_is_refused_by_default_with_advice() {
+    let (_db, proxy) = proxy(1).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    for sql in [
+        "LISTEN secrets",
+        "create temp table scratch (a int)",
+        "select pg_advisory_lock(42)",
+        "PREPARE q AS select 1",
+        "begin; declare c cursor with hold for select 1; commit",
+    ] {
+        let err = alice.simple_query(sql).await.expect_err(sql);
+        let db_err = err.as_db_error().expect(sql);
+        assert_eq!(db_err.code().code(), "0A000", "{sql}");
+        assert!(
+            db_err.message().contains("[session_state]"),
+            "{}",
+            db_err.message()
+        );
+    }
+    // Refused inside a transaction, it aborts the transaction like any error.
+    alice.batch_execute("begin").await.unwrap();
+    assert!(alice.simple_query("listen x").await.is_err());
+    let err = alice.simple_query("select 1").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+    );
+    alice.batch_execute("rollback").await.unwrap();
+    assert_eq!(
+        one(&alice, "select auth.user_id()").await.as_deref(),
+        Some("user_alice")
+    );
+}
+
+#[tokio::test]
+async fn pinned_session_state_stays_with_its_client_and_is_discarded_after() {
+    let db = pg().new_database();
+    let config =
+        proxy_config(&db, 2, "") + "[session_state]\nlisten = \"pin\"\ntemp_tables = \"pin\"\n";
+    let proxy = rowgate(&config).await;
+    // LISTEN: only the listener gets the notification.
+    let mut alice = support::RawClient::connect(&proxy, &token("user_alice")).await;
+    let mut q = bytes::BytesMut::new();
+    rowgate::wire::frontend::put_query(&mut q, "LISTEN secrets");
+    assert_eq!(alice.exchange(&q).await, ["C", "Z"]);
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    let carol = proxy.connect(&token("user_carol")).await.unwrap();
+    bob.batch_execute("NOTIFY secrets, 'for alice'")
+        .await
+        .unwrap();
+    assert_eq!(
+        one(&carol, "select auth.user_id()").await.as_deref(),
+        Some("user_carol")
+    );
+    let mut q = bytes::BytesMut::new();
+    rowgate::wire::frontend::put_query(&mut q, "select 1");
+    let tags = alice.exchange(&q).await;
+    assert!(tags.contains(&"A".to_string()), "alice got {tags:?}");
+    drop(alice);
+
+    // A temporary table lives on for its client, across transactions.
+    let dave = proxy.connect(&token("user_dave")).await.unwrap();
+    dave.batch_execute("create temp table scratch (a int); insert into scratch values (1)")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            one(&dave, "select count(*)::text from scratch")
+                .await
+                .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            one(&bob, "select auth.user_id()").await.as_deref(),
+            Some("user_bob")
+        );
+    }
+    drop(dave);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // After the pinned clients left, nobody sees their state.
+    for _ in 0..4 {
+        assert!(bob.simple_query("select * from scratch").await.is_err());
+        assert_eq!(
+            one(&bob, "select count(*)::text from pg_listening_channels()")
+                .await
+                .as_deref(),
+            Some("0")
+        );
+    }
+}

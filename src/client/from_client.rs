@@ -3,7 +3,11 @@
 
 use super::expect::{Expect, Kind, ParseNote};
 use super::session::{Attachment, End, Phase, Session, Statement, Upstream};
-use crate::guard::{classify, deallocate, session_effects, Deallocate, GuardViolation, TxnEffect};
+use crate::config::StatePolicy;
+use crate::guard::{
+    classify, deallocate, session_effects, session_state, Deallocate, GuardViolation, SessionState,
+    TxnEffect,
+};
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
 use crate::wire::{next_frame, peek_frame_len, Frame, MAX_MESSAGE_LEN};
@@ -155,16 +159,21 @@ impl Session {
         match frame.tag() {
             b'P' => {
                 let p = frontend::parse_parts(body)?;
-                if let Err(v) = self.shared.guard.check(query_of(p.spec)) {
+                let refusal = match self.shared.guard.check(query_of(p.spec)) {
+                    Err(v) => {
+                        crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
+                        Some(violation_error(&v))
+                    }
+                    Ok(()) => session_state_refusal(&self.shared, query_of(p.spec), a),
+                };
+                if let Some(error) = refusal {
                     // A Parse that fails on purpose: the server then skips
                     // to Sync and aborts a transaction block, as PostgreSQL
                     // does for any failed Parse.
                     put_parse(&mut a.out, b"", REFUSED_SPEC);
                     a.unnamed_here = false;
-                    a.expect.push_back(Expect::refused(
-                        Kind::Parse(ParseNote::default()),
-                        violation_error(&v),
-                    ));
+                    a.expect
+                        .push_back(Expect::refused(Kind::Parse(ParseNote::default()), error));
                     self.drain_emits();
                     return Ok(());
                 }
@@ -246,7 +255,13 @@ impl Session {
             b'Q' => {
                 let sql = body.strip_suffix(b"\0").unwrap_or(body);
                 if let Err(v) = self.shared.guard.check(sql) {
-                    return self.forward_refused(&v);
+                    crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
+                    return self.forward_refused(violation_error(&v));
+                }
+                if let Upstream::Attached(a) = &mut self.upstream {
+                    if let Some(error) = session_state_refusal(&self.shared, sql, a) {
+                        return self.forward_refused(error);
+                    }
                 }
                 let effect = classify(sql);
                 self.before_statement(effect);
@@ -294,7 +309,8 @@ impl Session {
                     .get(..4)
                     .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 if let Err(v) = self.shared.guard.check_function_call(oid) {
-                    return self.forward_refused(&v);
+                    crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
+                    return self.forward_refused(violation_error(&v));
                 }
                 self.before_statement(TxnEffect::Plain);
                 let Upstream::Attached(a) = &mut self.upstream else {
@@ -312,14 +328,12 @@ impl Session {
     /// Sends, in place of a refused Query or FunctionCall, a query that
     /// fails on purpose, so the server aborts a transaction block exactly as
     /// for any failed statement; the client sees the guard's error.
-    fn forward_refused(&mut self, v: &GuardViolation) -> Result<(), End> {
+    fn forward_refused(&mut self, error: bytes::Bytes) -> Result<(), End> {
         let Upstream::Attached(a) = &mut self.upstream else {
             return Err(End::Desync("refusal without a connection"));
         };
-        crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
         frontend::put_query(&mut a.out, REFUSED_SQL);
-        a.expect
-            .push_back(Expect::refused(Kind::Query, violation_error(v)));
+        a.expect.push_back(Expect::refused(Kind::Query, error));
         Ok(())
     }
 
@@ -395,6 +409,60 @@ fn query_of(spec: &[u8]) -> &[u8] {
 /// The ErrorResponse a client gets for a refused statement.
 fn violation_error(v: &GuardViolation) -> bytes::Bytes {
     backend::error_response(backend::Severity::Error, "42501", &v.to_string())
+}
+
+/// Applies `[session_state]` to a statement text: the error to refuse it
+/// with, or None to let it run (pinning the client to its connection when
+/// the policy says so).
+fn session_state_refusal(
+    shared: &super::Shared,
+    sql: &[u8],
+    a: &mut Attachment,
+) -> Option<bytes::Bytes> {
+    let state = session_state(sql)?;
+    match shared.config.session_state.policy(state) {
+        StatePolicy::Pin => {
+            if !a.pinned {
+                crate::metrics::incr("rowgate_pinned_sessions_total", state.name());
+            }
+            a.pinned = true;
+            None
+        }
+        StatePolicy::Reject => {
+            crate::metrics::incr("rowgate_session_state_refusals_total", state.name());
+            let (what, instead) = match state {
+                SessionState::TempTable => (
+                    "a temporary table",
+                    "Use ON COMMIT DROP inside a transaction, or a regular table.",
+                ),
+                SessionState::Listen => (
+                    "a LISTEN registration",
+                    "Listen on a direct connection to PostgreSQL.",
+                ),
+                SessionState::AdvisoryLock => (
+                    "a session-level advisory lock",
+                    "Use pg_advisory_xact_lock inside a transaction.",
+                ),
+                SessionState::HoldCursor => (
+                    "a WITH HOLD cursor",
+                    "Use a cursor without WITH HOLD inside a transaction.",
+                ),
+                SessionState::SqlPrepare => (
+                    "an SQL-level prepared statement",
+                    "Use your driver's prepared statements (protocol-level), which rowgate supports.",
+                ),
+            };
+            let message = format!(
+                "rowgate: this statement keeps {what} on the database connection, which rowgate shares between clients transaction by transaction, so it is refused. {instead} Or set [session_state] {} = \"pin\" to keep one connection for such a client.",
+                state.name()
+            );
+            Some(backend::error_response(
+                backend::Severity::Error,
+                "0A000",
+                &message,
+            ))
+        }
+    }
 }
 
 /// Prepares `stmt` on the attached connection (Close first, in case a

@@ -89,6 +89,9 @@ pub(super) struct Attachment {
     pub identity: IdentityState,
     /// Session-level setting changes the client made in this transaction.
     pub session_fx: SessionEffects,
+    /// The client created session state under `[session_state] ... = "pin"`:
+    /// it keeps this connection until it disconnects.
+    pub pinned: bool,
     /// The server is reading a COPY FROM STDIN: it ignores Sync and Flush
     /// until CopyDone/CopyFail, so they get no ReadyForQuery.
     pub copy_in: bool,
@@ -365,6 +368,7 @@ impl Session {
             unnamed_here: false,
             identity: IdentityState::Pending,
             session_fx: SessionEffects::default(),
+            pinned: false,
             copy_in: false,
             txn_failed: false,
             txn_over: false,
@@ -385,6 +389,8 @@ impl Session {
         a.txn_over = false;
         let fx = std::mem::take(&mut a.session_fx);
         let failed = std::mem::take(&mut a.txn_failed);
+        // A pinned client keeps its connection, and its session state there.
+        let pinned = a.pinned;
         if fx.any() {
             // The client's reply (ReadyForQuery) goes out before the reset.
             self.flush_client().await.map_err(|_| End::ClientGone)?;
@@ -395,7 +401,7 @@ impl Session {
             // keep, but the connection is reset all the same.
             let set_names = if failed { Vec::new() } else { fx.set_names() };
             let names = (!set_names.is_empty()).then(|| array_literal(set_names.iter().copied()));
-            match a.conn.capture_and_reset(names.as_deref()).await {
+            match a.conn.capture_and_reset(names.as_deref(), !pinned).await {
                 Ok(_) if failed => {}
                 Ok(values) => {
                     let captured = set_names
@@ -419,7 +425,9 @@ impl Session {
                 }
             }
         }
-        self.release();
+        if !pinned {
+            self.release();
+        }
         Ok(())
     }
 
@@ -522,16 +530,24 @@ async fn cleanup(mut a: Box<Attachment>) {
     if !a.expect.is_empty() {
         return; // dropped: closing the socket makes the server roll back
     }
-    if a.status == b'I' {
-        a.conn.release();
-        return;
+    let limit = std::time::Duration::from_secs(5);
+    if a.status != b'I' {
+        let rollback = tokio::time::timeout(limit, a.conn.simple_query("ROLLBACK")).await;
+        if !matches!(rollback, Ok(Ok(Ok(b'I')))) {
+            return;
+        }
     }
-    let rollback = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        a.conn.simple_query("ROLLBACK"),
-    )
-    .await;
-    if let Ok(Ok(Ok(b'I'))) = rollback {
-        a.conn.release();
+    if a.pinned {
+        // Whatever the client kept here (temp tables, LISTEN, locks,
+        // cursors, prepared statements, settings) goes before anyone else
+        // gets the connection; DISCARD ALL also drops rowgate's statements.
+        let discard =
+            tokio::time::timeout(limit, a.conn.simple_query("DISCARD ALL; RESET ROLE")).await;
+        if !matches!(discard, Ok(Ok(Ok(b'I')))) {
+            return;
+        }
+        a.conn.prepared.clear();
+        a.conn.identity_prepared = false;
     }
+    a.conn.release();
 }

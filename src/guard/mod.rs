@@ -5,7 +5,8 @@
 mod lexical;
 
 pub use lexical::{
-    classify, deallocate, session_effects, Deallocate, SessionEffects, SessionOp, TxnEffect,
+    classify, deallocate, session_effects, session_state, Deallocate, SessionEffects, SessionOp,
+    SessionState, TxnEffect,
 };
 use serde::Deserialize;
 

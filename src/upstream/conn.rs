@@ -393,15 +393,17 @@ impl ServerConn {
 impl ServerConn {
     /// After a transaction in which a client changed session settings:
     /// reads the values the server settled on for `names` (a `text[]`
-    /// literal; None to read nothing), then resets the connection's session
-    /// state so nothing of the client stays on it. One round trip.
+    /// literal; None to read nothing), then, if `reset`, resets the
+    /// connection's session state so nothing of the client stays on it.
+    /// One round trip.
     pub async fn capture_and_reset(
         &mut self,
         names: Option<&str>,
+        reset: bool,
     ) -> Result<Vec<Option<String>>, UpstreamError> {
         use crate::wire::frontend::{put_bind_text, put_execute, put_parse, put_sync};
         let mut out = BytesMut::new();
-        let mut ready_owed = 1;
+        let mut ready_owed = 0;
         if let Some(names) = names {
             put_parse(
                 &mut out,
@@ -413,11 +415,14 @@ impl ServerConn {
             put_sync(&mut out);
             ready_owed += 1;
         }
-        // RESET ALL leaves the role alone; reset it too.
-        put_query(
-            &mut out,
-            "RESET ALL; RESET ROLE; RESET SESSION AUTHORIZATION",
-        );
+        if reset {
+            // RESET ALL leaves the role alone; reset it too.
+            put_query(
+                &mut out,
+                "RESET ALL; RESET ROLE; RESET SESSION AUTHORIZATION",
+            );
+            ready_owed += 1;
+        }
         self.write(&out).await?;
         let mut values = Vec::new();
         let mut failed = None;
