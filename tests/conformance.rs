@@ -67,7 +67,8 @@
 //!
 //! Add a case by adding the file and a `case!` line below (a test checks
 //! the two lists agree). A case rowgate fails goes in as
-//! `case!(#[ignore = "rowgate bug: ..."] name)`.
+//! `case!(#[ignore = "reason"] name)`, the reason saying whether it is a
+//! known limit, a choice by design, or an open bug.
 
 mod support;
 
@@ -139,40 +140,34 @@ case!(errors);
 case!(notices);
 case!(empty_queries);
 case!(copy_simple);
-case!(
-    #[ignore = "rowgate bug: tokio-postgres copy_in hangs: rowgate holds the Sync after CopyDone, which the server needs to answer"]
-    copy_in
-);
+case!(copy_in);
 case!(copy_out);
 case!(large_values);
 case!(large_results);
 case!(savepoints);
 case!(isolation);
 case!(
-    #[ignore = "rowgate bug: BEGIN ISOLATION LEVEL ... followed by statements in one Query fails 25001"]
+    #[ignore = "known limit: the identity must precede the first statement of one Query, and BEGIN ISOLATION LEVEL must precede any query (README)"]
     begin_isolation_in_one_query
 );
 case!(prepared_reuse);
 case!(prepared_reuse_pool1);
 case!(
-    #[ignore = "rowgate bug: after ALTER TABLE, a statement re-prepared on another connection returns rows of a new shape instead of 0A000"]
+    #[ignore = "known limit: a statement re-prepared on another connection after ALTER returns the new shape instead of 0A000 (README)"]
     prepared_after_schema_change
 );
 case!(unnamed_statements);
+case!(deallocate_discard);
 case!(
-    #[ignore = "rowgate bug: a client's named statements survive its DEALLOCATE ALL / DISCARD ALL (PostgreSQL: 26000)"]
-    deallocate_discard
-);
-case!(
-    #[ignore = "rowgate bug: SQL PREPARE stays on the pooled connection that ran it; EXECUTE elsewhere fails 26000"]
+    #[ignore = "by design: SQL PREPARE is refused by default ([session_state] sql_prepare); pin mode is tested in tests/session_params.rs"]
     sql_prepare_execute
 );
 case!(
-    #[ignore = "rowgate bug: session SET/RESET stays on the pooled connection that ran it (lost for the client, leaked to others)"]
+    #[ignore = "known limit: SET SESSION CHARACTERISTICS (default isolation) cannot be re-applied once a transaction has a snapshot (README)"]
     session_settings
 );
 case!(
-    #[ignore = "rowgate bug: a WITH HOLD cursor stays on the pooled connection that declared it"]
+    #[ignore = "by design: WITH HOLD cursors are refused by default ([session_state] hold_cursors); pin mode keeps them"]
     cursor_with_hold
 );
 case!(types_extended);
@@ -182,18 +177,9 @@ case!(multi_statement);
 case!(wire_protocol);
 case!(wire_copy_simple);
 case!(wire_function_call);
-case!(
-    #[ignore = "rowgate bug: a second Parse of a name in use succeeds (42P05 expected); DEALLOCATE of a protocol statement fails 26000"]
-    wire_statement_names
-);
-case!(
-    #[ignore = "rowgate bug: same hang as copy_in, with hand-written messages"]
-    wire_copy_in_extended
-);
-case!(
-    #[ignore = "rowgate bug: errors about unknown statements name \"rowgate_unknown:NAME\" instead of \"NAME\""]
-    wire_unknown_statement
-);
+case!(wire_statement_names);
+case!(wire_copy_in_extended);
+case!(wire_unknown_statement);
 
 #[test]
 fn every_case_file_is_listed() {
@@ -1416,7 +1402,6 @@ async fn shared_statements_pool_2() {
 
 /// A session setting is the session's: another client never inherits it.
 #[tokio::test]
-#[ignore = "rowgate bug: a session SET stays on the pooled connection and applies to the next client's transactions"]
 async fn a_session_setting_does_not_reach_another_client() {
     let db = database().await;
     let proxy = rowgate(&proxy_config(&db, 1, "")).await;
@@ -1452,7 +1437,7 @@ async fn a_session_setting_does_not_reach_another_client() {
 /// The identity comes from the token only: a client cannot replace it with
 /// SET, for its own transaction or for whoever uses the connection next.
 #[tokio::test]
-#[ignore = "rowgate bug: SET app.user_id overrides the verified identity (the guard refuses nothing yet)"]
+#[ignore = "open: issue 5 (statement guard): SET app.user_id overrides the verified identity"]
 async fn a_client_cannot_take_another_identity() {
     let db = database().await;
     db.admin_client()
@@ -1484,7 +1469,6 @@ async fn a_client_cannot_take_another_identity() {
 /// JDBC sends it from the JVM's zone) set up the session, as they do on
 /// PostgreSQL.
 #[tokio::test]
-#[ignore = "rowgate bug: startup parameters (options -c ..., application_name) are not applied to the client's transactions"]
 async fn startup_parameters_shape_the_session() {
     let db = database().await;
     let proxy = rowgate(&proxy_config(&db, 1, "")).await;
@@ -1542,7 +1526,7 @@ async fn listening_client(config: &tokio_postgres::Config) -> (Client, Arc<Mutex
 
 /// NOTIFY reaches the sessions that LISTEN, and no other.
 #[tokio::test]
-#[ignore = "rowgate bug: LISTEN stays on a pooled connection; its notifications go to whichever client holds it next"]
+#[ignore = "by design: LISTEN is refused by default ([session_state] listen); pinned LISTEN is tested in tests/session_params.rs"]
 async fn notifications_reach_only_the_listener() {
     let db = database().await;
     let proxy = rowgate(&proxy_config(&db, 1, "")).await;

@@ -264,7 +264,6 @@ async fn psycopg_prepared() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "rowgate bug: psycopg's DEALLOCATE _pg3_N (libpq < 17) fails 26000: rowgate renamed the statement upstream"]
 async fn psycopg_prepared_system_libpq() {
     differential(
         "psycopg (prepare_threshold=0, system libpq)",
@@ -491,7 +490,7 @@ async fn pgbench_prepared() {
 /// connection where rowgate prepares it afresh, and the rows come back in
 /// the new type while asyncpg decodes them with the old one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "rowgate bug: a statement re-prepared on another connection after ALTER returns rows of the new type to a client that described the old one"]
+#[ignore = "known limit: a statement re-prepared on another connection after ALTER returns rows of the new type to a client that described the old one (README)"]
 async fn asyncpg_schema_change() {
     let (direct_db, proxied_db) = (workload_db().await, workload_db().await);
     let proxy = rowgate(&proxy_config(&proxied_db, POOL, "")).await;

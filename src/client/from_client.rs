@@ -11,6 +11,7 @@ use crate::guard::{
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
 use crate::wire::{next_frame, peek_frame_len, Frame, MAX_MESSAGE_LEN};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Whether a message of this type, arriving between batches, starts a new
@@ -159,6 +160,20 @@ impl Session {
         match frame.tag() {
             b'P' => {
                 let p = frontend::parse_parts(body)?;
+                // DEALLOCATE sent through the extended protocol (psycopg
+                // with libpq < 17 does) names the client's statement too.
+                let rewritten =
+                    rewrite_deallocate(&mut self.statements, a, query_of(p.spec), max_prepared)
+                        .map(|sql| {
+                            let mut spec = sql.into_bytes();
+                            spec.push(0);
+                            spec.extend_from_slice(&p.spec[query_of(p.spec).len() + 1..]);
+                            spec
+                        });
+                let p = frontend::ParseParts {
+                    name: p.name,
+                    spec: rewritten.as_deref().unwrap_or(p.spec),
+                };
                 let refusal = match self.shared.guard.check(query_of(p.spec)) {
                     Err(v) => {
                         crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
@@ -183,9 +198,25 @@ impl Session {
                 if p.name.is_empty() {
                     self.unnamed = Some(Arc::new(Statement::new(p.spec)));
                     a.unnamed_here = true;
-                    a.out.extend_from_slice(frame.as_bytes());
+                    put_parse(&mut a.out, b"", p.spec);
                     a.expect
                         .push_back(Expect::forward(Kind::Parse(ParseNote::default())));
+                } else if let Some(old) = self.statements.get(p.name).cloned() {
+                    // The name is taken: PostgreSQL answers 42P05. Have it
+                    // say so itself, by parsing under the upstream name of
+                    // the existing statement (prepared here first), and put
+                    // the client's name back into the message.
+                    if !a.conn.prepared.touch(&old.upstream) {
+                        prepare(a, &old, None, true, max_prepared);
+                    }
+                    put_parse(&mut a.out, old.upstream.as_bytes(), p.spec);
+                    let kind = Kind::Parse(ParseNote::default());
+                    a.expect
+                        .push_back(Expect::renamed(kind, &old.upstream, p.name));
+                    // Should that Parse not fail after all (the statement
+                    // was dropped behind rowgate's back), the upstream name
+                    // now holds other SQL: prepare it afresh when next used.
+                    a.conn.prepared.remove(&old.upstream);
                 } else {
                     let stmt = Arc::new(Statement::new(p.spec));
                     let client_name: Box<[u8]> = p.name.into();
@@ -207,11 +238,12 @@ impl Session {
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection while binding"));
                 };
-                match name {
+                match &name {
                     None => a.out.extend_from_slice(frame.as_bytes()),
                     Some(n) => put_bind(&mut a.out, b.portal, n.as_bytes(), b.rest),
                 }
-                a.expect.push_back(Expect::forward(Kind::Bind));
+                a.expect
+                    .push_back(expect_for(Kind::Bind, b.statement, name.as_ref()));
             }
             b'D' => {
                 let t = frontend::target(body, "Describe")?;
@@ -222,11 +254,12 @@ impl Session {
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection while describing"));
                 };
-                match name {
+                match &name {
                     None => a.out.extend_from_slice(frame.as_bytes()),
                     Some(n) => put_target(&mut a.out, b'D', b'S', n.as_bytes()),
                 }
-                a.expect.push_back(Expect::forward(Kind::Describe));
+                a.expect
+                    .push_back(expect_for(Kind::Describe, t.name, name.as_ref()));
             }
             b'C' => {
                 let t = frontend::target(body, "Close")?;
@@ -273,26 +306,9 @@ impl Session {
                     forget_prepared(a);
                 }
                 a.session_fx.merge(&fx);
-                match deallocate(sql) {
-                    // The client's statements live upstream under rowgate's
-                    // names: deallocate that one (it is re-prepared if any
-                    // client needs it again), so the client gets
-                    // PostgreSQL's own reply.
-                    Some(Deallocate::One(name))
-                        if self.statements.contains_key(name.as_bytes()) =>
-                    {
-                        if let Some(stmt) = self.statements.remove(name.as_bytes()) {
-                            frontend::put_query(
-                                &mut a.out,
-                                &format!("DEALLOCATE {}", stmt.upstream),
-                            );
-                        }
-                    }
-                    Some(Deallocate::All) => {
-                        self.statements.clear();
-                        a.out.extend_from_slice(frame.as_bytes());
-                    }
-                    _ => a.out.extend_from_slice(frame.as_bytes()),
+                match rewrite_deallocate(&mut self.statements, a, sql, max_prepared) {
+                    Some(instead) => frontend::put_query(&mut a.out, &instead),
+                    None => a.out.extend_from_slice(frame.as_bytes()),
                 }
                 if classify(sql) == TxnEffect::Outside
                     && sql.len() >= 11
@@ -365,6 +381,8 @@ impl Session {
     /// this connection first if needed. `None` means "send as is" (the
     /// unnamed statement).
     fn resolve(&mut self, name: &[u8], max_prepared: usize) -> Result<Option<Arc<str>>, End> {
+        // (the caller names the upstream statement in errors after the
+        // client's name: see `expect_for`)
         let Upstream::Attached(a) = &mut self.upstream else {
             return Err(End::Desync("resolve without a connection"));
         };
@@ -388,11 +406,53 @@ impl Session {
             }
             // Let the server report the missing statement, under a name no
             // real statement can have, so its error and its skip-to-Sync
-            // behaviour are exactly PostgreSQL's.
+            // behaviour are exactly PostgreSQL's (the name in the message
+            // is put back to the client's).
             None => Ok(Some(
-                format!("rowgate_unknown:{}", String::from_utf8_lossy(name)).into(),
+                format!("{UNKNOWN_PREFIX}{}", String::from_utf8_lossy(name)).into(),
             )),
         }
+    }
+}
+
+/// For a lone `DEALLOCATE` of one of the client's statements: the SQL to
+/// run instead, naming rowgate's upstream statement (prepared on this
+/// connection first, so PostgreSQL's reply is the plain success the client
+/// expects). `DEALLOCATE ALL` forgets all the client's statements and runs
+/// as sent; any other text is not touched.
+fn rewrite_deallocate(
+    statements: &mut HashMap<Box<[u8]>, Arc<Statement>>,
+    a: &mut Attachment,
+    sql: &[u8],
+    max_prepared: usize,
+) -> Option<String> {
+    match deallocate(sql)? {
+        Deallocate::All => {
+            statements.clear();
+            None
+        }
+        Deallocate::One(name) => {
+            let stmt = statements.remove(name.as_bytes())?;
+            if !a.conn.prepared.touch(&stmt.upstream) {
+                prepare(a, &stmt, None, true, max_prepared);
+            }
+            // Gone after this; re-prepared when a client needs it again.
+            a.conn.prepared.remove(&stmt.upstream);
+            Some(format!("DEALLOCATE {}", stmt.upstream))
+        }
+    }
+}
+
+/// Prefix of the upstream name a Bind or Describe of a statement the client
+/// never prepared is sent with.
+const UNKNOWN_PREFIX: &str = "rowgate_unknown:";
+
+/// The reply entry for a Bind or Describe of the client's statement
+/// `client`, sent upstream as `upstream`: errors name the client's statement.
+fn expect_for(kind: Kind, client: &[u8], upstream: Option<&Arc<str>>) -> Expect {
+    match upstream {
+        Some(u) => Expect::renamed(kind, u, client),
+        None => Expect::forward(kind),
     }
 }
 

@@ -51,10 +51,9 @@ impl Session {
                 b'E' => {
                     a.txn_failed = true;
                     a.copy_in = false;
-                    if let Some(replacement) =
-                        a.expect.front().and_then(|e| e.replace_error.clone())
-                    {
-                        self.cwbuf.extend_from_slice(&replacement);
+                    if let Some(rewrite) = a.expect.front().and_then(|e| e.on_error.as_ref()) {
+                        let rewritten = rewrite.apply(frame.as_bytes());
+                        self.cwbuf.extend_from_slice(&rewritten);
                         self.on_error();
                         self.drain_emits();
                         continue;

@@ -296,6 +296,8 @@ pub fn session_state(sql: &[u8]) -> Option<SessionState> {
                         prev,
                         Some("create" | "into" | "global" | "local" | "or" | "replace")
                     )
+                    // ON COMMIT DROP: gone with the transaction.
+                    && !lx.statement_has(&["on", "commit", "drop"])
                 {
                     return Some(SessionState::TempTable);
                 }
@@ -356,6 +358,32 @@ struct Lexer<'a> {
 }
 
 impl Lexer<'_> {
+    /// Whether the rest of the current statement holds `seq` as consecutive
+    /// words, without consuming anything.
+    fn statement_has(&self, seq: &[&str]) -> bool {
+        let mut copy = Lexer {
+            s: self.s,
+            i: self.i,
+        };
+        let mut recent: Vec<String> = Vec::new();
+        while let Some(tok) = copy.next_token() {
+            match tok {
+                Token::Semicolon => return false,
+                Token::Word(w) => {
+                    recent.push(w);
+                    if recent.len() > seq.len() {
+                        recent.remove(0);
+                    }
+                    if recent.len() == seq.len() && recent.iter().zip(seq).all(|(a, b)| a == b) {
+                        return true;
+                    }
+                }
+                Token::Other => recent.clear(),
+            }
+        }
+        false
+    }
+
     /// The next word, without consuming it.
     fn clone_next_word(&self) -> Option<String> {
         let mut copy = Lexer {
@@ -598,6 +626,11 @@ mod tests {
             ("select 1; listen x", Some(Listen)),
             ("CREATE TEMP TABLE t (a int)", Some(TempTable)),
             ("create global temporary table t (a int)", Some(TempTable)),
+            ("create temp table t (a int) on commit drop", None),
+            (
+                "create temp table t on commit drop as select 1; create temp table u (a int)",
+                Some(TempTable),
+            ),
             ("select * into temp t from x", Some(TempTable)),
             ("select pg_advisory_lock(1)", Some(AdvisoryLock)),
             (

@@ -5,7 +5,7 @@ begin
 
 select lo_create(0) > 0
 
-create temp table lo_ids as select lo_from_bytea(0, 'hello large object') as id
+create temp table lo_ids on commit drop as select lo_from_bytea(0, 'hello large object') as id
 
 select lo_get(id) from lo_ids
 
