@@ -78,6 +78,8 @@ impl Drop for TempDir {
 pub struct Cluster {
     pub pg: LocalPostgres,
     pub db: String,
+    /// The `postgres` superuser's password (for pgbench -i and psql).
+    pub superuser_password: String,
 }
 
 impl Cluster {
@@ -85,7 +87,9 @@ impl Cluster {
     /// proxy, not the disk), creates the role and the database, and applies
     /// the migrations as `rowgate migrate --grant-to authenticator` would.
     pub async fn start(max_connections: u32, db: &str) -> Result<Cluster, String> {
+        let superuser_password = format!("{:032x}", rand::random::<u128>());
         let opts = LocalPostgresOptions {
+            superuser_password: superuser_password.clone(),
             extra_conf: [
                 ("max_connections", max_connections.to_string()),
                 ("fsync", "off".into()),
@@ -96,7 +100,8 @@ impl Cluster {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
-            ..Default::default()
+            port: None,
+            data_dir: None,
         };
         let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(opts))
             .await
@@ -124,6 +129,7 @@ impl Cluster {
         Ok(Cluster {
             pg,
             db: db.to_string(),
+            superuser_password,
         })
     }
 
@@ -396,6 +402,11 @@ stats_period = 3600
         self.port
     }
 
+    /// Process id (for CPU accounting).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `postgres://authenticator:authpass@127.0.0.1:PORT/bench`.
     pub fn url(&self) -> String {
         format!(
@@ -499,4 +510,24 @@ pub fn xml_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// Today's date (UTC), for reports, without a date dependency
+/// (civil-from-days, Howard Hinnant's algorithm).
+pub fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }

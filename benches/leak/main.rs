@@ -170,7 +170,7 @@ async fn run(args: Args) -> Result<bool, String> {
         }
     }
     let params = json!({
-        "date": today(),
+        "date": common::today(),
         "users": args.users,
         "pool": args.pool,
         "seed": args.seed,
@@ -420,24 +420,4 @@ async fn reset_rows(cluster: &Cluster) -> Result<(), String> {
             .map_err(|e| format!("{sql}: {}", common::pg_error(&e)))?;
     }
     Ok(())
-}
-
-/// Today's date (UTC), for the report.
-fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    // Civil-from-days (Howard Hinnant), to avoid a date dependency.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
