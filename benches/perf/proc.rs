@@ -107,8 +107,9 @@ fn http_get_once(port: u16, path: &str) -> Result<String, String> {
     let mut raw = Vec::new();
     let read = tcp.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw);
+    // An empty body is a valid answer: no counter has been touched yet.
     match text.split_once("\r\n\r\n") {
-        Some((_, body)) if !body.is_empty() => Ok(body.to_string()),
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
         _ => Err(format!("metrics endpoint: {read:?}, {} bytes", raw.len())),
     }
 }
