@@ -1,9 +1,29 @@
 #!/usr/bin/env bash
 # Installs what rowgate's build, tests and demo need on Debian/Ubuntu, only
-# when missing: PostgreSQL server binaries (initdb, postgres, pgbench) with
-# contrib (pgcrypto, for sealed identity), psql, and libclang (the pg_query
-# crate generates its bindings to libpg_query with bindgen at build time).
+# when missing:
+#   apt   PostgreSQL server binaries (initdb, postgres, pgbench) with contrib
+#         (pgcrypto, for sealed identity) and psql; libclang (the pg_query
+#         crate generates its bindings to libpg_query with bindgen at build
+#         time); the JDBC driver (/usr/share/java/postgresql.jar) for the
+#         driver tests, and a JRE only if `java` is missing;
+#   pip   psycopg[binary] and asyncpg, into the venv target/driver-venv
+#         (tests/drivers.rs runs the Python drivers with its python);
+#   npm   node-postgres `pg` in tests/drivers/node (from its lock file).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+apt_updated=""
+apt_install() {
+    echo "installing: $*" >&2
+    if [ -z "$apt_updated" ]; then
+        $SUDO apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 have_pg_server() {
     [ -n "${ROWGATE_PG_BIN:-}" ] && [ -x "$ROWGATE_PG_BIN/initdb" ] && return 0
@@ -27,11 +47,31 @@ have_pg_server || need+=(postgresql postgresql-contrib)
 have_pg_server && ! have_pgcrypto && need+=(postgresql-contrib)
 command -v psql >/dev/null || need+=(postgresql-client)
 have_libclang || need+=(libclang-dev)
-
+# Driver tests (tests/drivers.rs).
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+command -v java >/dev/null || need+=(default-jre-headless)
+command -v node >/dev/null || need+=(nodejs npm)
+command -v python3 >/dev/null || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
-    echo "installing: ${need[*]}" >&2
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+    apt_install "${need[@]}"
+fi
+
+# Python drivers, in a venv of their own so the system Python stays as it is.
+VENV="$ROOT/target/driver-venv"
+PY_PACKAGES=("psycopg[binary]==3.2.*" "asyncpg==0.30.*")
+if ! "$VENV/bin/python" -c 'import psycopg, asyncpg' 2>/dev/null; then
+    echo "installing: ${PY_PACKAGES[*]} into $VENV" >&2
+    if ! python3 -m venv "$VENV" 2>/dev/null; then
+        # Debian's python3 ships venv separately.
+        rm -rf "$VENV"
+        apt_install python3-venv
+        python3 -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install -q "${PY_PACKAGES[@]}"
+fi
+
+# node-postgres, exactly as locked.
+if [ ! -f "$ROOT/tests/drivers/node/node_modules/pg/package.json" ]; then
+    echo "installing: npm ci in tests/drivers/node" >&2
+    (cd "$ROOT/tests/drivers/node" && npm ci --no-audit --no-fund --loglevel=error)
 fi

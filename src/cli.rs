@@ -40,6 +40,10 @@ pub enum Command {
         /// e.g. authenticator). Repeatable.
         #[arg(long)]
         grant_to: Vec<String>,
+        /// Install this key (hex, at least 32 bytes) for sealed identity: the
+        /// same key as [seal] key_file in rowgate's config.
+        #[arg(long)]
+        seal_key_file: Option<PathBuf>,
     },
     /// Mint a development token (RS256 with a PEM private key, or HS256 with
     /// a secret).
@@ -99,9 +103,18 @@ async fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Migrate { upstream, grant_to } => {
+        Command::Migrate {
+            upstream,
+            grant_to,
+            seal_key_file,
+        } => {
             for name in crate::migrate::apply(&upstream, &grant_to).await? {
                 println!("applied {name}");
+            }
+            if let Some(path) = seal_key_file {
+                let key = crate::guard::read_key_file(&path)?;
+                crate::guard::install_seal_key(&upstream, &key).await?;
+                println!("installed the seal key; the database now verifies rowgate's identity");
             }
             Ok(())
         }

@@ -31,6 +31,58 @@ pub struct Config {
     /// Sealed identity that the database verifies.
     #[serde(default)]
     pub seal: crate::guard::SealConfig,
+    /// Session state that cannot follow a client between pooled connections.
+    #[serde(default)]
+    pub session_state: SessionStateConfig,
+}
+
+/// What to do with a statement that creates session state.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StatePolicy {
+    /// Refuse it (SQLSTATE 0A000) with advice.
+    #[default]
+    Reject,
+    /// Let it run and keep the client on its connection until it
+    /// disconnects; the connection is then reset with DISCARD ALL.
+    Pin,
+}
+
+/// `[session_state]`: temporary tables, LISTEN, session advisory locks,
+/// WITH HOLD cursors and SQL-level PREPARE live on the database connection,
+/// which rowgate shares between clients transaction by transaction.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionStateConfig {
+    /// `CREATE TEMP TABLE`, `SELECT ... INTO TEMP`.
+    #[serde(default)]
+    pub temp_tables: StatePolicy,
+    /// `LISTEN`.
+    #[serde(default)]
+    pub listen: StatePolicy,
+    /// `pg_advisory_lock` and the other session-level advisory locks.
+    #[serde(default)]
+    pub advisory_locks: StatePolicy,
+    /// `DECLARE ... WITH HOLD`.
+    #[serde(default)]
+    pub hold_cursors: StatePolicy,
+    /// SQL-level `PREPARE`/`EXECUTE`.
+    #[serde(default)]
+    pub sql_prepare: StatePolicy,
+}
+
+impl SessionStateConfig {
+    /// The policy for one kind of session state.
+    pub fn policy(&self, state: crate::guard::SessionState) -> StatePolicy {
+        use crate::guard::SessionState::*;
+        match state {
+            TempTable => self.temp_tables,
+            Listen => self.listen,
+            AdvisoryLock => self.advisory_locks,
+            HoldCursor => self.hold_cursors,
+            SqlPrepare => self.sql_prepare,
+        }
+    }
 }
 
 /// `[listen]`: the client-facing side.
@@ -53,6 +105,11 @@ pub struct ListenConfig {
     /// long (`0s` = never).
     #[serde(default, with = "duration")]
     pub client_idle_timeout: Duration,
+    /// Close clients that keep a transaction open without sending anything
+    /// for this long, rolling the transaction back (`0s` = never). A client
+    /// idle in a transaction holds a pooled connection away from everyone.
+    #[serde(default, with = "duration")]
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for ListenConfig {
@@ -63,6 +120,7 @@ impl Default for ListenConfig {
             tls_key_file: None,
             allow_plaintext_password: false,
             client_idle_timeout: Duration::ZERO,
+            idle_in_transaction_timeout: Duration::ZERO,
         }
     }
 }
@@ -96,6 +154,10 @@ pub struct UpstreamConfig {
     /// PEM CA bundle for `sslmode=verify-ca`/`verify-full` instead of the
     /// built-in web roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// Connections kept open even when idle, so the first clients after a
+    /// quiet period do not pay for connecting (Neon cold starts).
+    #[serde(default)]
+    pub min_idle: usize,
     /// Prepared statements kept per upstream connection (least recently
     /// used are closed beyond this).
     #[serde(default = "default_max_prepared")]
@@ -192,6 +254,11 @@ impl Config {
                 "[listen] tls_cert_file and tls_key_file must be set together".into(),
             ));
         }
+        if self.upstream.min_idle > self.upstream.pool_size {
+            return Err(ConfigError::Invalid(
+                "[upstream] min_idle cannot be larger than pool_size".into(),
+            ));
+        }
         if self.upstream.pool_size == 0 {
             return Err(ConfigError::Invalid(
                 "[upstream] pool_size must be at least 1".into(),
@@ -210,7 +277,14 @@ impl Config {
 }
 
 const SECTIONS: &[&str] = &[
-    "listen", "upstream", "auth", "identity", "metrics", "guard", "seal",
+    "listen",
+    "upstream",
+    "auth",
+    "identity",
+    "metrics",
+    "guard",
+    "seal",
+    "session_state",
 ];
 
 fn apply_env_override(doc: &mut toml::Table, name: &str, value: &str) {

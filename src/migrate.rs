@@ -11,6 +11,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "002_example_user_messages.sql",
         include_str!("../migrations/002_example_user_messages.sql"),
     ),
+    (
+        "003_sealed_identity.sql",
+        include_str!("../migrations/003_sealed_identity.sql"),
+    ),
 ];
 
 /// Applies every migration to the database at `url` (an administrator's
@@ -22,14 +26,18 @@ pub async fn apply(url: &str, grant_to: &[String]) -> Result<Vec<&'static str>, 
     let mut conn = ServerConn::connect(&target, tls.as_ref(), Duration::from_secs(30))
         .await
         .map_err(|e| e.to_string())?;
+    // One transaction: re-running 001 redefines auth.* unsealed until 003
+    // runs again, and nobody may see that in between.
     let mut done = Vec::new();
+    run(&mut conn, "BEGIN").await?;
     for (name, sql) in MIGRATIONS {
-        conn.simple_query(sql)
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{name}: {e}"))?;
+        if let Err(e) = run(&mut conn, sql).await {
+            let _ = conn.simple_query("ROLLBACK").await;
+            return Err(format!("{name}: {e}"));
+        }
         done.push(*name);
     }
+    run(&mut conn, "COMMIT").await?;
     for role in grant_to {
         let sql = format!("GRANT rowgate_user TO {}", quote_ident(role));
         conn.simple_query(&sql)
@@ -38,6 +46,15 @@ pub async fn apply(url: &str, grant_to: &[String]) -> Result<Vec<&'static str>, 
             .map_err(|e| format!("granting rowgate_user to {role}: {e}"))?;
     }
     Ok(done)
+}
+
+/// Runs SQL, turning both kinds of failure into a message.
+async fn run(conn: &mut ServerConn, sql: &str) -> Result<(), String> {
+    conn.simple_query(sql)
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Quotes an SQL identifier.

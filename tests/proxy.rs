@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{pg, proxy_config, rowgate, token, RunningProxy};
+use support::{pg, proxy_config, rowgate, token, RawClient, RunningProxy};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 async fn setup(pool_size: usize) -> (support::TestDb, RunningProxy) {
@@ -202,7 +202,7 @@ async fn errors_and_transaction_status_are_postgres_own() {
     );
     // Notices pass through.
     alice
-        .batch_execute("do $$ begin raise notice 'hello'; end $$")
+        .batch_execute("drop table if exists no_such_table_for_a_notice")
         .await
         .unwrap();
 }
@@ -258,7 +258,7 @@ async fn a_client_killed_mid_transaction_leaves_nothing_for_the_next_user() {
             .await
             .unwrap();
         alice
-            .batch_execute("select set_config('app.custom', 'alice-was-here', true)")
+            .batch_execute("select set_config('myapp.custom', 'alice-was-here', true)")
             .await
             .unwrap();
         // Dropped here mid-transaction: the socket closes without Terminate.
@@ -268,7 +268,7 @@ async fn a_client_killed_mid_transaction_leaves_nothing_for_the_next_user() {
     let mut seen = None;
     for _ in 0..100 {
         match bob
-            .simple_query("select auth.user_id(), coalesce(current_setting('app.custom', true), ''), txid_current_if_assigned()::text")
+            .simple_query("select auth.user_id(), coalesce(current_setting('myapp.custom', true), ''), txid_current_if_assigned()::text")
             .await
         {
             Ok(msgs) => {
@@ -454,5 +454,47 @@ async fn a_cancel_request_reaches_the_running_query() {
     assert_eq!(
         simple_col(&alice, "select auth.user_id()").await,
         [Some("user_alice".into())]
+    );
+}
+
+#[tokio::test]
+async fn deallocate_and_discard_all_behave_as_in_postgres() {
+    let (_db, proxy) = setup(2).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    // DEALLOCATE by the client's own name succeeds, and the statement is
+    // gone (raw protocol: tokio-postgres does not expose its names).
+    let mut raw = RawClient::connect(&proxy, &token("user_alice")).await;
+    let mut out = bytes::BytesMut::new();
+    rowgate::wire::frontend::put_parse(&mut out, b"s1", b"select auth.user_id()\0\0\0");
+    rowgate::wire::frontend::put_sync(&mut out);
+    assert_eq!(raw.exchange(&out).await, ["1", "Z"]);
+    let mut out = bytes::BytesMut::new();
+    rowgate::wire::frontend::put_query(&mut out, "DEALLOCATE s1");
+    assert_eq!(raw.exchange(&out).await, ["C", "Z"]);
+    let mut out = bytes::BytesMut::new();
+    rowgate::wire::frontend::put_bind_text(&mut out, b"", b"s1", &[]);
+    rowgate::wire::frontend::put_execute(&mut out, b"");
+    rowgate::wire::frontend::put_sync(&mut out);
+    assert_eq!(raw.exchange(&out).await, ["E26000", "Z"]);
+    let stmt = alice.prepare("select auth.user_id()").await.unwrap();
+    assert!(alice.query_one(&stmt, &[]).await.is_ok());
+    // Preparing again works; DISCARD ALL drops it too.
+    let again = alice.prepare("select auth.user_id()").await.unwrap();
+    assert!(alice.query_one(&again, &[]).await.is_ok());
+    alice.batch_execute("DISCARD ALL").await.unwrap();
+    let err = alice.query_one(&again, &[]).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
+    );
+    // Other statements keep working afterwards, with identity.
+    let fresh = alice.prepare("select auth.user_id()").await.unwrap();
+    let who: Option<String> = alice.query_one(&fresh, &[]).await.unwrap().get(0);
+    assert_eq!(who.as_deref(), Some("user_alice"));
+    // An unknown name gets PostgreSQL's error.
+    let err = alice.batch_execute("DEALLOCATE nosuch").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
     );
 }

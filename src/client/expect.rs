@@ -17,9 +17,40 @@ pub struct Expect {
     pub kind: Kind,
     /// Whether the client must not see the reply (rowgate sent the message).
     pub swallow: bool,
-    /// An ErrorResponse to send instead of the server's (a statement the
-    /// guard refused was replaced by one that fails on purpose).
-    pub replace_error: Option<Bytes>,
+    /// How to rewrite the server's ErrorResponse to this message, if it
+    /// fails, before the client sees it.
+    pub on_error: Option<ErrorRewrite>,
+}
+
+/// A rewrite of the server's ErrorResponse.
+#[derive(Debug)]
+pub enum ErrorRewrite {
+    /// Send this ErrorResponse instead (a statement the guard refused was
+    /// replaced by one that fails on purpose).
+    Replace(Bytes),
+    /// The message names rowgate's upstream statement (`from`); name the
+    /// client's (`to`) instead, keeping every other field as PostgreSQL
+    /// sent it.
+    Rename {
+        /// Upstream statement name.
+        from: String,
+        /// Client's statement name.
+        to: String,
+    },
+}
+
+impl ErrorRewrite {
+    /// The ErrorResponse frame the client gets for the server's `frame`.
+    pub fn apply(&self, frame: &[u8]) -> Bytes {
+        match self {
+            ErrorRewrite::Replace(b) => b.clone(),
+            ErrorRewrite::Rename { from, to } => crate::wire::backend::rename_in_error(
+                frame,
+                &format!("\"{from}\""),
+                &format!("\"{to}\""),
+            ),
+        }
+    }
 }
 
 /// The message an [`Expect`] answers.
@@ -69,7 +100,7 @@ impl Expect {
         Expect {
             kind,
             swallow: false,
-            replace_error: None,
+            on_error: None,
         }
     }
     /// An entry whose reply rowgate swallows.
@@ -77,7 +108,7 @@ impl Expect {
         Expect {
             kind,
             swallow: true,
-            replace_error: None,
+            on_error: None,
         }
     }
     /// An entry for a refused statement: the server's error is replaced.
@@ -85,7 +116,18 @@ impl Expect {
         Expect {
             kind,
             swallow: false,
-            replace_error: Some(error),
+            on_error: Some(ErrorRewrite::Replace(error)),
+        }
+    }
+    /// An entry whose error, if any, names `from` where the client knows `to`.
+    pub fn renamed(kind: Kind, from: &str, to: &[u8]) -> Self {
+        Expect {
+            kind,
+            swallow: false,
+            on_error: Some(ErrorRewrite::Rename {
+                from: from.to_owned(),
+                to: String::from_utf8_lossy(to).into_owned(),
+            }),
         }
     }
 }

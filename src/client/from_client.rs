@@ -3,10 +3,15 @@
 
 use super::expect::{Expect, Kind, ParseNote};
 use super::session::{Attachment, End, Phase, Session, Statement, Upstream};
-use crate::guard::{classify, GuardViolation, TxnEffect};
+use crate::config::StatePolicy;
+use crate::guard::{
+    classify, deallocate, session_effects, session_state, Deallocate, GuardViolation, SessionState,
+    TxnEffect,
+};
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
 use crate::wire::{next_frame, peek_frame_len, Frame, MAX_MESSAGE_LEN};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Whether a message of this type, arriving between batches, starts a new
@@ -40,7 +45,7 @@ impl Session {
             let tag = self.crbuf[0];
             if self.phase == Phase::Ready && starts_batch(tag) {
                 if let Upstream::Attached(a) = &self.upstream {
-                    if !a.expect.is_empty() {
+                    if !a.expect.is_empty() && !a.copy_in {
                         return Ok(true);
                     }
                 }
@@ -54,11 +59,22 @@ impl Session {
 
     async fn on_client_frame(&mut self, frame: Frame) -> Result<(), End> {
         let tag = frame.tag();
+        tracing::trace!(tag = %(tag as char), len = frame.body().len(), phase = ?self.phase, "client message");
         match tag {
             b'X' => return Err(End::ClientGone),
             b'd' | b'c' | b'f' | b'H' => {
                 // Copy data and Flush belong to whatever is in flight; with
                 // nothing in flight the server would ignore them too.
+                if let Upstream::Attached(a) = &mut self.upstream {
+                    if matches!(tag, b'c' | b'f') {
+                        a.copy_in = false;
+                    }
+                    a.out.extend_from_slice(frame.as_bytes());
+                }
+                return Ok(());
+            }
+            b'S' if matches!(&self.upstream, Upstream::Attached(a) if a.copy_in) => {
+                // Part of the copy stream: the server ignores it.
                 if let Upstream::Attached(a) = &mut self.upstream {
                     a.out.extend_from_slice(frame.as_bytes());
                 }
@@ -144,16 +160,35 @@ impl Session {
         match frame.tag() {
             b'P' => {
                 let p = frontend::parse_parts(body)?;
-                if let Err(v) = self.shared.guard.check(query_of(p.spec)) {
+                // DEALLOCATE sent through the extended protocol (psycopg
+                // with libpq < 17 does) names the client's statement too.
+                let rewritten =
+                    rewrite_deallocate(&mut self.statements, a, query_of(p.spec), max_prepared)
+                        .map(|sql| {
+                            let mut spec = sql.into_bytes();
+                            spec.push(0);
+                            spec.extend_from_slice(&p.spec[query_of(p.spec).len() + 1..]);
+                            spec
+                        });
+                let p = frontend::ParseParts {
+                    name: p.name,
+                    spec: rewritten.as_deref().unwrap_or(p.spec),
+                };
+                let refusal = match self.shared.guard.check(query_of(p.spec)) {
+                    Err(v) => {
+                        crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
+                        Some(violation_error(&v))
+                    }
+                    Ok(()) => session_state_refusal(&self.shared, query_of(p.spec), a),
+                };
+                if let Some(error) = refusal {
                     // A Parse that fails on purpose: the server then skips
                     // to Sync and aborts a transaction block, as PostgreSQL
                     // does for any failed Parse.
                     put_parse(&mut a.out, b"", REFUSED_SPEC);
                     a.unnamed_here = false;
-                    a.expect.push_back(Expect::refused(
-                        Kind::Parse(ParseNote::default()),
-                        violation_error(&v),
-                    ));
+                    a.expect
+                        .push_back(Expect::refused(Kind::Parse(ParseNote::default()), error));
                     self.drain_emits();
                     return Ok(());
                 }
@@ -163,9 +198,25 @@ impl Session {
                 if p.name.is_empty() {
                     self.unnamed = Some(Arc::new(Statement::new(p.spec)));
                     a.unnamed_here = true;
-                    a.out.extend_from_slice(frame.as_bytes());
+                    put_parse(&mut a.out, b"", p.spec);
                     a.expect
                         .push_back(Expect::forward(Kind::Parse(ParseNote::default())));
+                } else if let Some(old) = self.statements.get(p.name).cloned() {
+                    // The name is taken: PostgreSQL answers 42P05. Have it
+                    // say so itself, by parsing under the upstream name of
+                    // the existing statement (prepared here first), and put
+                    // the client's name back into the message.
+                    if !a.conn.prepared.touch(&old.upstream) {
+                        prepare(a, &old, None, true, max_prepared);
+                    }
+                    put_parse(&mut a.out, old.upstream.as_bytes(), p.spec);
+                    let kind = Kind::Parse(ParseNote::default());
+                    a.expect
+                        .push_back(Expect::renamed(kind, &old.upstream, p.name));
+                    // Should that Parse not fail after all (the statement
+                    // was dropped behind rowgate's back), the upstream name
+                    // now holds other SQL: prepare it afresh when next used.
+                    a.conn.prepared.remove(&old.upstream);
                 } else {
                     let stmt = Arc::new(Statement::new(p.spec));
                     let client_name: Box<[u8]> = p.name.into();
@@ -182,15 +233,17 @@ impl Session {
                 let b = frontend::bind_parts(body)?;
                 let effect = self.effect_of(b.statement);
                 self.before_statement(effect);
+                self.note_session_effects(b.statement);
                 let name = self.resolve(b.statement, max_prepared)?;
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection while binding"));
                 };
-                match name {
+                match &name {
                     None => a.out.extend_from_slice(frame.as_bytes()),
                     Some(n) => put_bind(&mut a.out, b.portal, n.as_bytes(), b.rest),
                 }
-                a.expect.push_back(Expect::forward(Kind::Bind));
+                a.expect
+                    .push_back(expect_for(Kind::Bind, b.statement, name.as_ref()));
             }
             b'D' => {
                 let t = frontend::target(body, "Describe")?;
@@ -201,11 +254,12 @@ impl Session {
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection while describing"));
                 };
-                match name {
+                match &name {
                     None => a.out.extend_from_slice(frame.as_bytes()),
                     Some(n) => put_target(&mut a.out, b'D', b'S', n.as_bytes()),
                 }
-                a.expect.push_back(Expect::forward(Kind::Describe));
+                a.expect
+                    .push_back(expect_for(Kind::Describe, t.name, name.as_ref()));
             }
             b'C' => {
                 let t = frontend::target(body, "Close")?;
@@ -234,17 +288,36 @@ impl Session {
             b'Q' => {
                 let sql = body.strip_suffix(b"\0").unwrap_or(body);
                 if let Err(v) = self.shared.guard.check(sql) {
-                    return self.forward_refused(&v);
+                    crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
+                    return self.forward_refused(violation_error(&v));
+                }
+                if let Upstream::Attached(a) = &mut self.upstream {
+                    if let Some(error) = session_state_refusal(&self.shared, sql, a) {
+                        return self.forward_refused(error);
+                    }
                 }
                 let effect = classify(sql);
                 self.before_statement(effect);
+                let fx = session_effects(sql);
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection before a query"));
                 };
                 if touches_prepared_statements(body) {
                     forget_prepared(a);
                 }
-                a.out.extend_from_slice(frame.as_bytes());
+                a.session_fx.merge(&fx);
+                match rewrite_deallocate(&mut self.statements, a, sql, max_prepared) {
+                    Some(instead) => frontend::put_query(&mut a.out, &instead),
+                    None => a.out.extend_from_slice(frame.as_bytes()),
+                }
+                if classify(sql) == TxnEffect::Outside
+                    && sql.len() >= 11
+                    && sql[..11].eq_ignore_ascii_case(b"discard all")
+                {
+                    // DISCARD ALL also drops the client's prepared statements.
+                    self.statements.clear();
+                    self.unnamed = None;
+                }
                 a.expect.push_back(Expect::forward(Kind::Query));
             }
             b'F' => {
@@ -252,7 +325,8 @@ impl Session {
                     .get(..4)
                     .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                 if let Err(v) = self.shared.guard.check_function_call(oid) {
-                    return self.forward_refused(&v);
+                    crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
+                    return self.forward_refused(violation_error(&v));
                 }
                 self.before_statement(TxnEffect::Plain);
                 let Upstream::Attached(a) = &mut self.upstream else {
@@ -270,15 +344,27 @@ impl Session {
     /// Sends, in place of a refused Query or FunctionCall, a query that
     /// fails on purpose, so the server aborts a transaction block exactly as
     /// for any failed statement; the client sees the guard's error.
-    fn forward_refused(&mut self, v: &GuardViolation) -> Result<(), End> {
+    fn forward_refused(&mut self, error: bytes::Bytes) -> Result<(), End> {
         let Upstream::Attached(a) = &mut self.upstream else {
             return Err(End::Desync("refusal without a connection"));
         };
-        crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
         frontend::put_query(&mut a.out, REFUSED_SQL);
-        a.expect
-            .push_back(Expect::refused(Kind::Query, violation_error(v)));
+        a.expect.push_back(Expect::refused(Kind::Query, error));
         Ok(())
+    }
+
+    /// Records what the statement a Bind names does to session settings.
+    fn note_session_effects(&mut self, name: &[u8]) {
+        let stmt = if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.statements.get(name)
+        };
+        if let (Some(stmt), Upstream::Attached(a)) = (stmt, &mut self.upstream) {
+            if stmt.session.any() {
+                a.session_fx.merge(&stmt.session);
+            }
+        }
     }
 
     /// How the statement a Bind names relates to the transaction.
@@ -295,6 +381,8 @@ impl Session {
     /// this connection first if needed. `None` means "send as is" (the
     /// unnamed statement).
     fn resolve(&mut self, name: &[u8], max_prepared: usize) -> Result<Option<Arc<str>>, End> {
+        // (the caller names the upstream statement in errors after the
+        // client's name: see `expect_for`)
         let Upstream::Attached(a) = &mut self.upstream else {
             return Err(End::Desync("resolve without a connection"));
         };
@@ -318,11 +406,53 @@ impl Session {
             }
             // Let the server report the missing statement, under a name no
             // real statement can have, so its error and its skip-to-Sync
-            // behaviour are exactly PostgreSQL's.
+            // behaviour are exactly PostgreSQL's (the name in the message
+            // is put back to the client's).
             None => Ok(Some(
-                format!("rowgate_unknown:{}", String::from_utf8_lossy(name)).into(),
+                format!("{UNKNOWN_PREFIX}{}", String::from_utf8_lossy(name)).into(),
             )),
         }
+    }
+}
+
+/// For a lone `DEALLOCATE` of one of the client's statements: the SQL to
+/// run instead, naming rowgate's upstream statement (prepared on this
+/// connection first, so PostgreSQL's reply is the plain success the client
+/// expects). `DEALLOCATE ALL` forgets all the client's statements and runs
+/// as sent; any other text is not touched.
+fn rewrite_deallocate(
+    statements: &mut HashMap<Box<[u8]>, Arc<Statement>>,
+    a: &mut Attachment,
+    sql: &[u8],
+    max_prepared: usize,
+) -> Option<String> {
+    match deallocate(sql)? {
+        Deallocate::All => {
+            statements.clear();
+            None
+        }
+        Deallocate::One(name) => {
+            let stmt = statements.remove(name.as_bytes())?;
+            if !a.conn.prepared.touch(&stmt.upstream) {
+                prepare(a, &stmt, None, true, max_prepared);
+            }
+            // Gone after this; re-prepared when a client needs it again.
+            a.conn.prepared.remove(&stmt.upstream);
+            Some(format!("DEALLOCATE {}", stmt.upstream))
+        }
+    }
+}
+
+/// Prefix of the upstream name a Bind or Describe of a statement the client
+/// never prepared is sent with.
+const UNKNOWN_PREFIX: &str = "rowgate_unknown:";
+
+/// The reply entry for a Bind or Describe of the client's statement
+/// `client`, sent upstream as `upstream`: errors name the client's statement.
+fn expect_for(kind: Kind, client: &[u8], upstream: Option<&Arc<str>>) -> Expect {
+    match upstream {
+        Some(u) => Expect::renamed(kind, u, client),
+        None => Expect::forward(kind),
     }
 }
 
@@ -339,6 +469,60 @@ fn query_of(spec: &[u8]) -> &[u8] {
 /// The ErrorResponse a client gets for a refused statement.
 fn violation_error(v: &GuardViolation) -> bytes::Bytes {
     backend::error_response(backend::Severity::Error, "42501", &v.to_string())
+}
+
+/// Applies `[session_state]` to a statement text: the error to refuse it
+/// with, or None to let it run (pinning the client to its connection when
+/// the policy says so).
+fn session_state_refusal(
+    shared: &super::Shared,
+    sql: &[u8],
+    a: &mut Attachment,
+) -> Option<bytes::Bytes> {
+    let state = session_state(sql)?;
+    match shared.config.session_state.policy(state) {
+        StatePolicy::Pin => {
+            if !a.pinned {
+                crate::metrics::incr("rowgate_pinned_sessions_total", state.name());
+            }
+            a.pinned = true;
+            None
+        }
+        StatePolicy::Reject => {
+            crate::metrics::incr("rowgate_session_state_refusals_total", state.name());
+            let (what, instead) = match state {
+                SessionState::TempTable => (
+                    "a temporary table",
+                    "Use ON COMMIT DROP inside a transaction, or a regular table.",
+                ),
+                SessionState::Listen => (
+                    "a LISTEN registration",
+                    "Listen on a direct connection to PostgreSQL.",
+                ),
+                SessionState::AdvisoryLock => (
+                    "a session-level advisory lock",
+                    "Use pg_advisory_xact_lock inside a transaction.",
+                ),
+                SessionState::HoldCursor => (
+                    "a WITH HOLD cursor",
+                    "Use a cursor without WITH HOLD inside a transaction.",
+                ),
+                SessionState::SqlPrepare => (
+                    "an SQL-level prepared statement",
+                    "Use your driver's prepared statements (protocol-level), which rowgate supports.",
+                ),
+            };
+            let message = format!(
+                "rowgate: this statement keeps {what} on the database connection, which rowgate shares between clients transaction by transaction, so it is refused. {instead} Or set [session_state] {} = \"pin\" to keep one connection for such a client.",
+                state.name()
+            );
+            Some(backend::error_response(
+                backend::Severity::Error,
+                "0A000",
+                &message,
+            ))
+        }
+    }
 }
 
 /// Prepares `stmt` on the attached connection (Close first, in case a

@@ -29,6 +29,7 @@ impl Session {
                     )))
                 }
             };
+            tracing::trace!(tag = %(frame.tag() as char), front = ?a.expect.front().map(|e| &e.kind), "server message");
             let route = match frame.tag() {
                 b'1' | b'2' | b'3' => pop_reply(a, frame.tag())?,
                 b't' => route_of_front(a),
@@ -37,20 +38,72 @@ impl Session {
                     _ => Route::Forward,
                 },
                 b'D' => route_of_front(a),
-                b'C' | b'I' | b's' => match a.expect.front().map(|e| &e.kind) {
-                    Some(Kind::Execute) => pop_reply(a, frame.tag())?,
-                    _ => Route::Forward,
-                },
+                b'C' | b'I' | b's' => {
+                    a.copy_in = false;
+                    if frame.body().starts_with(b"ROLLBACK") {
+                        a.txn_failed = true;
+                    }
+                    match a.expect.front().map(|e| &e.kind) {
+                        Some(Kind::Execute) => pop_reply(a, frame.tag())?,
+                        _ => Route::Forward,
+                    }
+                }
                 b'E' => {
-                    if let Some(replacement) =
-                        a.expect.front().and_then(|e| e.replace_error.clone())
-                    {
-                        self.cwbuf.extend_from_slice(&replacement);
+                    a.txn_failed = true;
+                    a.copy_in = false;
+                    if let Some(rewrite) = a.expect.front().and_then(|e| e.on_error.as_ref()) {
+                        let rewritten = rewrite.apply(frame.as_bytes());
+                        self.cwbuf.extend_from_slice(&rewritten);
                         self.on_error();
                         self.drain_emits();
                         continue;
                     }
                     self.on_error();
+                    Route::Forward
+                }
+                b'S' => {
+                    // ParameterStatus: settings rowgate re-applies change
+                    // back and forth in every transaction; the client keeps
+                    // its own value, reported by rowgate when it changes.
+                    let mut r = crate::wire::Reader::new(frame.body(), "ParameterStatus");
+                    let (name, value) = match (r.cstr(), r.cstr()) {
+                        (Ok(n), Ok(v)) => (
+                            String::from_utf8_lossy(n).into_owned(),
+                            String::from_utf8_lossy(v).into_owned(),
+                        ),
+                        _ => return Err(End::UpstreamLost("malformed ParameterStatus".into())),
+                    };
+                    if self
+                        .params
+                        .upstream_report(&name, &value, &self.server_params)
+                    {
+                        Route::Forward
+                    } else {
+                        Route::Swallow
+                    }
+                }
+                b'G' => {
+                    // CopyInResponse: Syncs the client sent behind the COPY
+                    // (tokio-postgres sends Bind, Execute, Sync, then waits)
+                    // are read by the server as part of the copy stream and
+                    // ignored, so no ReadyForQuery comes for them.
+                    a.copy_in = true;
+                    let before = a.expect.len();
+                    let mut i = 1;
+                    while i < a.expect.len() {
+                        if matches!(a.expect[i].kind, Kind::Sync) {
+                            a.expect.remove(i);
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    if a.expect.len() < before {
+                        // The batch did not end at that Sync: the client's
+                        // Sync after CopyDone/CopyFail ends it, and must not
+                        // be held back (the server sends CommandComplete
+                        // only once it has a Sync or Flush).
+                        self.phase = super::session::Phase::Batch;
+                    }
                     Route::Forward
                 }
                 b'Z' => {
@@ -154,7 +207,7 @@ impl Session {
             a.identity = super::session::IdentityState::Pending;
         }
         if a.expect.is_empty() && status == b'I' {
-            self.release();
+            a.txn_over = true;
         }
         Ok(())
     }

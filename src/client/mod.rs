@@ -5,6 +5,7 @@ mod cancel;
 mod expect;
 mod from_client;
 mod from_server;
+mod params;
 mod session;
 pub mod startup;
 mod tls;
@@ -87,13 +88,18 @@ impl Server {
     }
 }
 
-/// The SQL of the identity statement for `n` settings:
-/// `SELECT set_config($1, $2, true), ...`, values bound as parameters.
-fn identity_spec(n: usize) -> Bytes {
-    let calls: Vec<String> = (0..n)
-        .map(|i| format!("set_config(${}, ${}, true)", 2 * i + 1, 2 * i + 2))
-        .collect();
-    let sql = format!("SELECT {}", calls.join(", "));
+/// The identity statement: every setting of the transaction (the client's
+/// own session parameters first, the identity last so it always wins) as
+/// two bound `text[]` parameters, names and values, applied in order with
+/// `set_config(name, value, true)`. Values are never spliced into SQL.
+///
+/// `$3` counts the client's own settings at the front; for the rest (the
+/// identity), a session-level value someone left on the pooled connection
+/// is first cleared, so it cannot surface after this transaction either.
+fn identity_spec() -> Bytes {
+    let sql =
+        "SELECT CASE WHEN o > $3::int THEN set_config(n, '', false) END, set_config(n, v, true) \
+               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(n, v, o)";
     let mut spec = BytesMut::new();
     crate::wire::put_cstr(&mut spec, sql.as_bytes());
     spec.put_i16(0);
@@ -107,6 +113,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         .map_err(|e| StartError::Config(format!("[auth] {e}")))?;
     let pool =
         Pool::new(&config.upstream).map_err(|e| StartError::Config(format!("[upstream] {e}")))?;
+    pool.spawn_maintenance();
     let tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(StartError::Config)?),
         _ => None,
@@ -138,7 +145,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         setting_names.push(crate::guard::Sealer::SETTING.to_string());
     }
     let shared = Arc::new(Shared {
-        identity_spec: identity_spec(setting_names.len()),
+        identity_spec: identity_spec(),
         setting_names,
         guard,
         sealer,
@@ -183,8 +190,7 @@ async fn handle_client(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     match startup::handshake(Stream::Plain(tcp), peer, &shared).await {
         Ok(ok) => {
             let key = shared.cancels.register();
-            let session =
-                session::Session::new(shared.clone(), ok.stream, ok.pending, ok.identity, key);
+            let session = session::Session::new(shared.clone(), ok, key);
             session.run().await;
             shared.cancels.unregister(key);
         }

@@ -10,9 +10,11 @@
 //! connection goes back to the pool.
 
 use super::expect::{Expect, Kind};
+use super::params::{array_literal, ClientParams};
+use super::startup::Authenticated;
 use super::Shared;
 use crate::auth::{Identity, OnExpiry};
-use crate::guard::{classify, TxnEffect};
+use crate::guard::{classify, session_effects, SessionEffects, TxnEffect};
 use crate::upstream::PooledConn;
 use crate::wire::backend::{self, Severity};
 use crate::wire::frontend;
@@ -35,6 +37,8 @@ pub(super) struct Statement {
     pub spec: Bytes,
     /// Where the statement may run relative to the identity.
     pub effect: TxnEffect,
+    /// What executing it does to session-level settings.
+    pub session: SessionEffects,
 }
 
 impl Statement {
@@ -46,6 +50,7 @@ impl Statement {
             upstream: format!("rg_{}", hex::encode(&digest[..12])).into(),
             spec: Bytes::copy_from_slice(spec),
             effect: classify(query),
+            session: session_effects(query),
         }
     }
 }
@@ -82,6 +87,20 @@ pub(super) struct Attachment {
     pub unnamed_here: bool,
     /// Whether the current upstream transaction already carries the identity.
     pub identity: IdentityState,
+    /// Session-level setting changes the client made in this transaction.
+    pub session_fx: SessionEffects,
+    /// The client created session state under `[session_state] ... = "pin"`:
+    /// it keeps this connection until it disconnects.
+    pub pinned: bool,
+    /// The server is reading a COPY FROM STDIN: it ignores Sync and Flush
+    /// until CopyDone/CopyFail, so they get no ReadyForQuery.
+    pub copy_in: bool,
+    /// The transaction failed or was rolled back (an error, or a ROLLBACK
+    /// command tag): its session-level changes did not happen.
+    pub txn_failed: bool,
+    /// The server said the transaction is over with nothing outstanding;
+    /// the connection is to be released (after a reset, if needed).
+    pub txn_over: bool,
 }
 
 /// Whether the identity is set in the upstream transaction.
@@ -106,6 +125,8 @@ pub(super) enum End {
     Desync(&'static str),
     /// Closed for idleness.
     IdleTimeout,
+    /// Closed for sitting in an open transaction.
+    IdleInTransaction,
 }
 
 impl From<WireError> for End {
@@ -121,8 +142,18 @@ pub(super) struct Session {
     pub cwbuf: BytesMut,
     pub shared: Arc<Shared>,
     pub identity: Identity,
-    /// Identity values as bind parameters: name, value, name, value, ...
-    pub identity_params: Vec<Bytes>,
+    /// The client's session parameters, re-applied in every transaction.
+    pub params: ClientParams,
+    /// The upstream server's reported parameters (its defaults).
+    pub server_params: Arc<Vec<(String, String)>>,
+    /// Bind parameters of the identity statement: the names and the values
+    /// as `text[]` literals (the values without the seal, which is per
+    /// connection). Rebuilt when the client's parameters change.
+    pub bind_names: Bytes,
+    pub bind_values: String,
+    /// How many of those settings are the client's own (the rest is the
+    /// identity).
+    pub bind_client_count: String,
     pub statements: HashMap<Box<[u8]>, Arc<Statement>>,
     pub unnamed: Option<Arc<Statement>>,
     pub phase: Phase,
@@ -134,36 +165,55 @@ enum Event {
     Client(std::io::Result<usize>),
     Server(std::io::Result<usize>),
     Idle,
+    IdleInTransaction,
 }
 
 impl Session {
-    pub fn new(
-        shared: Arc<Shared>,
-        client: Stream,
-        pending: BytesMut,
-        identity: Identity,
-        key: (i32, i32),
-    ) -> Session {
-        let identity_params = shared
-            .auth
-            .setting_names()
-            .iter()
-            .zip(identity.values.iter())
-            .flat_map(|(n, v)| [Bytes::from(n.clone()), Bytes::from(v.clone())])
-            .collect();
-        Session {
-            client,
-            crbuf: pending,
+    pub fn new(shared: Arc<Shared>, ok: Authenticated, key: (i32, i32)) -> Session {
+        let mut s = Session {
+            client: ok.stream,
+            crbuf: ok.pending,
             cwbuf: BytesMut::new(),
             shared,
-            identity,
-            identity_params,
+            identity: ok.identity,
+            params: ok.params,
+            server_params: ok.server_params,
+            bind_names: Bytes::new(),
+            bind_values: String::new(),
+            bind_client_count: String::new(),
             statements: HashMap::new(),
             unnamed: None,
             phase: Phase::Ready,
             upstream: Upstream::Detached,
             key,
+        };
+        s.encode_settings();
+        s
+    }
+
+    /// Encodes what every transaction sets: the client's parameters, then
+    /// the identity (so it always wins), then the seal's name if on.
+    pub fn encode_settings(&mut self) {
+        self.bind_client_count = self.params.settings().count().to_string();
+        let client = self.params.settings();
+        let identity = self
+            .shared
+            .auth
+            .setting_names()
+            .iter()
+            .map(String::as_str)
+            .zip(self.identity.values.iter().map(String::as_str));
+        let (mut names, values): (Vec<&str>, Vec<&str>) = client.chain(identity).unzip();
+        if self.shared.sealer.is_some() {
+            names.push(crate::guard::Sealer::SETTING);
         }
+        self.bind_names = Bytes::from(array_literal(names));
+        let mut literal = array_literal(values);
+        if self.shared.sealer.is_some() {
+            // Left open: the seal, computed per connection, closes it.
+            literal.pop();
+        }
+        self.bind_values = literal;
     }
 
     /// Serves the client until it leaves, then leaves the upstream clean.
@@ -178,6 +228,9 @@ impl Session {
             End::IdleTimeout => {
                 self.fatal("57P05", "terminating connection due to idle timeout (rowgate [listen] client_idle_timeout)").await
             }
+            End::IdleInTransaction => {
+                self.fatal("25P03", "terminating connection due to idle-in-transaction timeout (rowgate [listen] idle_in_transaction_timeout); the transaction was rolled back").await
+            }
             End::Protocol(m) => self.fatal("08P01", &format!("protocol violation: {m}")).await,
             End::UpstreamLost(m) => {
                 self.fatal("08006", &format!("rowgate lost the upstream connection during a transaction: {m}")).await
@@ -190,8 +243,10 @@ impl Session {
         self.shared.cancels.set_target(self.key, None);
         let upstream = std::mem::replace(&mut self.upstream, Upstream::Detached);
         if let Upstream::Attached(a) = upstream {
-            let clean_possible =
-                matches!(end, End::ClientGone | End::Protocol(_) | End::IdleTimeout);
+            let clean_possible = matches!(
+                end,
+                End::ClientGone | End::Protocol(_) | End::IdleTimeout | End::IdleInTransaction
+            );
             if clean_possible {
                 tokio::spawn(cleanup(a));
             }
@@ -207,6 +262,7 @@ impl Session {
 
     async fn serve(&mut self) -> End {
         let idle_timeout = self.shared.config.listen.client_idle_timeout;
+        let in_txn_timeout = self.shared.config.listen.idle_in_transaction_timeout;
         loop {
             let hold = match self.process_client_input().await {
                 Ok(hold) => hold,
@@ -222,10 +278,17 @@ impl Session {
                 self.crbuf = BytesMut::new();
                 self.cwbuf = BytesMut::new();
             }
+            // A client idle inside its transaction: nothing in flight, the
+            // server waiting for the client's next statement.
+            let idle_in_txn = match &self.upstream {
+                Upstream::Attached(a) => a.expect.is_empty() && a.status != b'I',
+                Upstream::Detached => false,
+            };
             let event = tokio::select! {
                 r = self.client.read_more(&mut self.crbuf), if !hold => Event::Client(r),
                 r = read_upstream(&mut self.upstream) => Event::Server(r),
                 _ = tokio::time::sleep(idle_timeout), if detached && !idle_timeout.is_zero() => Event::Idle,
+                _ = tokio::time::sleep(in_txn_timeout), if idle_in_txn && !in_txn_timeout.is_zero() => Event::IdleInTransaction,
             };
             match event {
                 Event::Client(Ok(0)) | Event::Client(Err(_)) => return End::ClientGone,
@@ -238,8 +301,12 @@ impl Session {
                     if let Err(end) = self.process_server_input() {
                         return end;
                     }
+                    if let Err(end) = self.end_transaction().await {
+                        return end;
+                    }
                 }
                 Event::Idle => return End::IdleTimeout,
+                Event::IdleInTransaction => return End::IdleInTransaction,
             }
         }
     }
@@ -248,6 +315,7 @@ impl Session {
     async fn flush(&mut self) -> Result<(), End> {
         if let Upstream::Attached(a) = &mut self.upstream {
             if !a.out.is_empty() {
+                tracing::trace!(bytes = a.out.len(), "write upstream");
                 a.conn
                     .stream
                     .write_all(&a.out)
@@ -304,7 +372,67 @@ impl Session {
             out: BytesMut::with_capacity(1024),
             unnamed_here: false,
             identity: IdentityState::Pending,
+            session_fx: SessionEffects::default(),
+            pinned: false,
+            copy_in: false,
+            txn_failed: false,
+            txn_over: false,
         }));
+        Ok(())
+    }
+
+    /// When the server has said the transaction is over: keeps what the
+    /// client changed at session level (and resets the connection), then
+    /// returns the connection to the pool.
+    async fn end_transaction(&mut self) -> Result<(), End> {
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return Ok(());
+        };
+        if !a.txn_over {
+            return Ok(());
+        }
+        a.txn_over = false;
+        let fx = std::mem::take(&mut a.session_fx);
+        let failed = std::mem::take(&mut a.txn_failed);
+        // A pinned client keeps its connection, and its session state there.
+        let pinned = a.pinned;
+        if fx.any() {
+            // The client's reply (ReadyForQuery) goes out before the reset.
+            self.flush_client().await.map_err(|_| End::ClientGone)?;
+            let Upstream::Attached(a) = &mut self.upstream else {
+                return Ok(());
+            };
+            // A rolled-back transaction took its SETs with it: nothing to
+            // keep, but the connection is reset all the same.
+            let set_names = if failed { Vec::new() } else { fx.set_names() };
+            let names = (!set_names.is_empty()).then(|| array_literal(set_names.iter().copied()));
+            match a.conn.capture_and_reset(names.as_deref(), !pinned).await {
+                Ok(_) if failed => {}
+                Ok(values) => {
+                    let captured = set_names
+                        .iter()
+                        .map(|n| n.to_string())
+                        .zip(values)
+                        .collect();
+                    let owed = self.params.apply(&fx.ops, &captured, &self.server_params);
+                    for (name, value) in owed {
+                        self.cwbuf
+                            .extend_from_slice(&backend::parameter_status(&name, &value));
+                    }
+                    self.encode_settings();
+                }
+                Err(e) => {
+                    // Not provably clean: close it rather than lend it.
+                    tracing::warn!(error = %e, "could not reset a connection after session SET; closing it");
+                    self.shared.cancels.set_target(self.key, None);
+                    self.upstream = Upstream::Detached;
+                    return Ok(());
+                }
+            }
+        }
+        if !pinned {
+            self.release();
+        }
         Ok(())
     }
 
@@ -349,18 +477,25 @@ impl Session {
                 })));
             a.conn.identity_prepared = true;
         }
-        let seal = self.shared.sealer.as_ref().map(|s| {
-            s.seal(
-                a.conn.pid,
-                self.shared.auth.setting_names(),
-                &self.identity.values,
-            )
-        });
-        let mut params: Vec<&[u8]> = self.identity_params.iter().map(|b| &b[..]).collect();
-        if let Some(seal) = &seal {
-            params.push(crate::guard::Sealer::SETTING.as_bytes());
-            params.push(seal.as_bytes());
-        }
+        let values = match &self.shared.sealer {
+            None => std::borrow::Cow::Borrowed(self.bind_values.as_str()),
+            Some(s) => {
+                let seal = s.seal(
+                    a.conn.pid,
+                    self.shared.auth.setting_names(),
+                    &self.identity.values,
+                );
+                // bind_values was left open ("{...") for the seal to close.
+                let sep = if self.bind_values.len() > 1 { "," } else { "" };
+                let seal = array_literal([seal.as_str()]);
+                std::borrow::Cow::Owned(format!("{}{sep}{}", self.bind_values, &seal[1..]))
+            }
+        };
+        let params: [&[u8]; 3] = [
+            &self.bind_names,
+            values.as_bytes(),
+            self.bind_client_count.as_bytes(),
+        ];
         // A portal of its own, closed at once: the client's unnamed portal
         // may be bound and not yet executed.
         frontend::put_bind_text(&mut a.out, IDENTITY_STATEMENT, IDENTITY_STATEMENT, &params);
@@ -404,16 +539,24 @@ async fn cleanup(mut a: Box<Attachment>) {
     if !a.expect.is_empty() {
         return; // dropped: closing the socket makes the server roll back
     }
-    if a.status == b'I' {
-        a.conn.release();
-        return;
+    let limit = std::time::Duration::from_secs(5);
+    if a.status != b'I' {
+        let rollback = tokio::time::timeout(limit, a.conn.simple_query("ROLLBACK")).await;
+        if !matches!(rollback, Ok(Ok(Ok(b'I')))) {
+            return;
+        }
     }
-    let rollback = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        a.conn.simple_query("ROLLBACK"),
-    )
-    .await;
-    if let Ok(Ok(Ok(b'I'))) = rollback {
-        a.conn.release();
+    if a.pinned {
+        // Whatever the client kept here (temp tables, LISTEN, locks,
+        // cursors, prepared statements, settings) goes before anyone else
+        // gets the connection; DISCARD ALL also drops rowgate's statements.
+        let discard =
+            tokio::time::timeout(limit, a.conn.simple_query("DISCARD ALL; RESET ROLE")).await;
+        if !matches!(discard, Ok(Ok(Ok(b'I')))) {
+            return;
+        }
+        a.conn.prepared.clear();
+        a.conn.identity_prepared = false;
     }
+    a.conn.release();
 }

@@ -3,9 +3,9 @@
 //! client expects from PostgreSQL (AuthenticationOk, ParameterStatus,
 //! BackendKeyData, ReadyForQuery).
 
+use super::params::ClientParams;
 use super::Shared;
 use crate::auth::Identity;
-use crate::metrics;
 use crate::wire::backend::{self, Severity};
 use crate::wire::frontend::{parse_startup, password, StartupPacket};
 use crate::wire::stream::Stream;
@@ -52,8 +52,10 @@ pub struct Authenticated {
     pub pending: BytesMut,
     /// Verified identity.
     pub identity: Identity,
-    /// The client's startup parameters.
-    pub params: Vec<(String, String)>,
+    /// The client's session parameters, from its startup packet.
+    pub params: ClientParams,
+    /// The upstream server's reported parameters (server_version, ...).
+    pub server_params: Arc<Vec<(String, String)>>,
 }
 
 /// Runs the startup phase to completion. On refusal the FATAL error has not
@@ -189,7 +191,6 @@ async fn authenticate(
     let identity = match shared.auth.authenticate(token.trim(), &user).await {
         Ok(id) => id,
         Err(e) => {
-            metrics::incr("rowgate_auth_failures_total", e.reason());
             tracing::info!(%peer, reason = e.reason(), "authentication refused: {e}");
             return Err((
                 Some(stream),
@@ -214,20 +215,10 @@ async fn authenticate(
     };
     let mut out = BytesMut::with_capacity(512);
     out.extend_from_slice(&backend::authentication_ok());
-    let app_name = params
-        .iter()
-        .find(|(k, _)| k == "application_name")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
-    for (k, v) in server_params.iter() {
-        // The upstream connection's application_name is rowgate's own; a
-        // client should see the one it asked for.
-        let v = if k == "application_name" {
-            app_name
-        } else {
-            v.as_str()
-        };
-        out.extend_from_slice(&backend::parameter_status(k, v));
+    let mut client_params = ClientParams::from_startup(&params);
+    client_params.drop_server_defaults(&server_params);
+    for (k, v) in client_params.initial_report(&server_params) {
+        out.extend_from_slice(&backend::parameter_status(&k, &v));
     }
     Ok(Authenticated {
         stream: {
@@ -238,7 +229,8 @@ async fn authenticate(
         },
         pending: buf,
         identity,
-        params,
+        params: client_params,
+        server_params,
     })
 }
 

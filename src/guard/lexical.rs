@@ -74,6 +74,278 @@ pub fn classify(sql: &[u8]) -> TxnEffect {
     effect
 }
 
+/// One session-level change a statement makes, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionOp {
+    /// `SET x ...` or `set_config('x', .., false)` (name lower-cased).
+    Set(String),
+    /// `RESET x`: back to the client's startup value.
+    Reset(String),
+    /// `RESET ALL` or `DISCARD ALL`: back to the startup values.
+    ResetAll,
+    /// A change rowgate cannot name (e.g. `set_config` with a computed
+    /// name): the connection is still reset, the client's value not kept.
+    Unknown,
+}
+
+/// What statement texts do to session-level settings, in order, as far as
+/// rowgate must know to keep them with the client and off the pooled
+/// connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionEffects {
+    /// The changes, in the order the statements make them.
+    pub ops: Vec<SessionOp>,
+}
+
+impl SessionEffects {
+    /// Whether anything session-level may have changed.
+    pub fn any(&self) -> bool {
+        !self.ops.is_empty()
+    }
+    /// Adds what a later statement does.
+    pub fn merge(&mut self, other: &SessionEffects) {
+        self.ops.extend(other.ops.iter().cloned());
+    }
+    /// Names set by some operation, each once, in first-seen order.
+    pub fn set_names(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for op in &self.ops {
+            if let SessionOp::Set(n) = op {
+                if !out.contains(&n.as_str()) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Finds session-level setting changes in SQL text (every statement of it).
+/// Conservative where it cannot tell: a `set_config` call counts as a
+/// session change of its literal name, or of an unknown one.
+pub fn session_effects(sql: &[u8]) -> SessionEffects {
+    let mut fx = SessionEffects::default();
+    let mut lx = Lexer { s: sql, i: 0 };
+    let mut at_start = true;
+    let mut prev_word = String::new();
+    while let Some(tok) = lx.next_token() {
+        match tok {
+            Token::Semicolon => {
+                at_start = true;
+                prev_word.clear();
+            }
+            Token::Word(w) if at_start => {
+                at_start = false;
+                match w.as_str() {
+                    "set" => set_statement(&mut lx, &mut fx),
+                    "reset" => match lx.next_token() {
+                        Some(Token::Word(n)) if n == "all" => fx.ops.push(SessionOp::ResetAll),
+                        Some(Token::Word(n)) if n == "role" || n == "session" => {
+                            fx.ops.push(SessionOp::Unknown)
+                        }
+                        Some(Token::Word(n)) => {
+                            let name = setting_name(&mut lx, n);
+                            fx.ops.push(SessionOp::Reset(name))
+                        }
+                        _ => fx.ops.push(SessionOp::Unknown),
+                    },
+                    "discard" => match lx.next_token() {
+                        Some(Token::Word(n)) if n == "all" => fx.ops.push(SessionOp::ResetAll),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+                prev_word = w;
+            }
+            Token::Word(w) => prev_word = w,
+            Token::Other => {
+                // `set_config(` — the opening parenthesis right after the word.
+                if prev_word == "set_config" && lx.s.get(lx.i - 1) == Some(&b'(') {
+                    lx.skip_blank();
+                    match lx.quoted_literal() {
+                        Some(name) => fx.ops.push(SessionOp::Set(name.to_ascii_lowercase())),
+                        None => fx.ops.push(SessionOp::Unknown),
+                    }
+                }
+                prev_word.clear();
+            }
+        }
+    }
+    fx
+}
+
+/// After `SET`: which session setting the statement changes.
+fn set_statement(lx: &mut Lexer<'_>, fx: &mut SessionEffects) {
+    let mut first = match lx.next_token() {
+        Some(Token::Word(w)) => w,
+        Some(Token::Other) => {
+            // A quoted name: SET "app"."x" = ...
+            fx.ops.push(SessionOp::Unknown);
+            return;
+        }
+        _ => return,
+    };
+    if first == "session" {
+        first = match lx.next_token() {
+            Some(Token::Word(w)) => w,
+            _ => return,
+        };
+    }
+    let name = match first.as_str() {
+        // Transaction-scoped, or not a setting at all.
+        "local" | "transaction" | "constraints" => return,
+        "characteristics" => {
+            for n in [
+                "default_transaction_isolation",
+                "default_transaction_read_only",
+                "default_transaction_deferrable",
+            ] {
+                fx.ops.push(SessionOp::Set(n.into()));
+            }
+            return;
+        }
+        "time" => "timezone".to_string(),
+        "names" => "client_encoding".to_string(),
+        "schema" => "search_path".to_string(),
+        "xml" => "xmloption".to_string(),
+        // Guarded elsewhere; RESET ALL does not undo them, so name them.
+        "role" => "role".to_string(),
+        "authorization" => "session_authorization".to_string(),
+        other => setting_name(lx, other.to_string()),
+    };
+    fx.ops.push(SessionOp::Set(name));
+}
+
+/// Reads the rest of a possibly dotted setting name (`app.user_id`).
+fn setting_name(lx: &mut Lexer<'_>, mut name: String) -> String {
+    while lx.peek(0) == Some(b'.') {
+        lx.i += 1;
+        match lx.next_token() {
+            Some(Token::Word(w)) => {
+                name.push('.');
+                name.push_str(&w);
+            }
+            _ => break,
+        }
+    }
+    name
+}
+
+/// Session state that cannot follow a client from one pooled connection to
+/// another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// `CREATE TEMP TABLE`, `SELECT ... INTO TEMP`.
+    TempTable,
+    /// `LISTEN`: notifications would go to whoever holds the connection.
+    Listen,
+    /// Session-level advisory locks (`pg_advisory_lock` and friends).
+    AdvisoryLock,
+    /// `DECLARE ... WITH HOLD`.
+    HoldCursor,
+    /// SQL-level `PREPARE name AS ...`.
+    SqlPrepare,
+}
+
+impl SessionState {
+    /// Name used in config and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionState::TempTable => "temp_tables",
+            SessionState::Listen => "listen",
+            SessionState::AdvisoryLock => "advisory_locks",
+            SessionState::HoldCursor => "hold_cursors",
+            SessionState::SqlPrepare => "sql_prepare",
+        }
+    }
+}
+
+/// Finds session state a statement text creates (every statement of it).
+/// Broad on purpose: a false alarm refuses or pins a statement that would
+/// have been harmless; a miss could hand one client's state to another.
+pub fn session_state(sql: &[u8]) -> Option<SessionState> {
+    let mut lx = Lexer { s: sql, i: 0 };
+    let mut words: Vec<String> = Vec::new();
+    let mut at_start = true;
+    while let Some(tok) = lx.next_token() {
+        match tok {
+            Token::Semicolon => {
+                at_start = true;
+                words.clear();
+            }
+            Token::Word(w) => {
+                if at_start {
+                    match w.as_str() {
+                        "listen" => return Some(SessionState::Listen),
+                        "prepare" => {
+                            // PREPARE TRANSACTION is two-phase commit, not a statement.
+                            if !matches!(lx.clone_next_word().as_deref(), Some("transaction")) {
+                                return Some(SessionState::SqlPrepare);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                at_start = false;
+                if w.starts_with("pg_advisory_lock") || w.starts_with("pg_try_advisory_lock") {
+                    return Some(SessionState::AdvisoryLock);
+                }
+                let prev = words.last().map(String::as_str);
+                if (w == "temp" || w == "temporary")
+                    && matches!(
+                        prev,
+                        Some("create" | "into" | "global" | "local" | "or" | "replace")
+                    )
+                    // ON COMMIT DROP: gone with the transaction.
+                    && !lx.statement_has(&["on", "commit", "drop"])
+                {
+                    return Some(SessionState::TempTable);
+                }
+                if w == "hold" && prev == Some("with") && words.iter().any(|x| x == "declare") {
+                    return Some(SessionState::HoldCursor);
+                }
+                words.push(w);
+            }
+            Token::Other => at_start = false,
+        }
+    }
+    None
+}
+
+/// What a lone `DEALLOCATE` statement names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deallocate {
+    /// `DEALLOCATE [PREPARE] name` (name as written, lower-cased unless quoted).
+    One(String),
+    /// `DEALLOCATE [PREPARE] ALL`.
+    All,
+}
+
+/// Recognises a text that is exactly one `DEALLOCATE` statement.
+pub fn deallocate(sql: &[u8]) -> Option<Deallocate> {
+    let mut lx = Lexer { s: sql, i: 0 };
+    match lx.next_token() {
+        Some(Token::Word(w)) if w == "deallocate" => {}
+        _ => return None,
+    }
+    let mut target = lx.next_token();
+    if matches!(&target, Some(Token::Word(w)) if w == "prepare") {
+        target = lx.next_token();
+    }
+    let result = match target {
+        Some(Token::Word(w)) if w == "all" => Deallocate::All,
+        Some(Token::Word(w)) => Deallocate::One(w),
+        Some(Token::Other) if sql.get(lx.i.checked_sub(1)?) == Some(&b'"') => {
+            // A quoted name: the text between the quotes, as written.
+            let end = lx.i - 1;
+            let start = sql[..end].iter().rposition(|&c| c == b'"')? + 1;
+            Deallocate::One(String::from_utf8_lossy(&sql[start..end]).into_owned())
+        }
+        _ => return None,
+    };
+    lx.only_this_statement(false).then_some(result)
+}
+
 enum Token {
     Word(String),
     Semicolon,
@@ -86,6 +358,44 @@ struct Lexer<'a> {
 }
 
 impl Lexer<'_> {
+    /// Whether the rest of the current statement holds `seq` as consecutive
+    /// words, without consuming anything.
+    fn statement_has(&self, seq: &[&str]) -> bool {
+        let mut copy = Lexer {
+            s: self.s,
+            i: self.i,
+        };
+        let mut recent: Vec<String> = Vec::new();
+        while let Some(tok) = copy.next_token() {
+            match tok {
+                Token::Semicolon => return false,
+                Token::Word(w) => {
+                    recent.push(w);
+                    if recent.len() > seq.len() {
+                        recent.remove(0);
+                    }
+                    if recent.len() == seq.len() && recent.iter().zip(seq).all(|(a, b)| a == b) {
+                        return true;
+                    }
+                }
+                Token::Other => recent.clear(),
+            }
+        }
+        false
+    }
+
+    /// The next word, without consuming it.
+    fn clone_next_word(&self) -> Option<String> {
+        let mut copy = Lexer {
+            s: self.s,
+            i: self.i,
+        };
+        match copy.next_token() {
+            Some(Token::Word(w)) => Some(w),
+            _ => None,
+        }
+    }
+
     fn peek(&self, k: usize) -> Option<u8> {
         self.s.get(self.i + k).copied()
     }
@@ -188,6 +498,21 @@ impl Lexer<'_> {
         }
     }
 
+    /// Reads a plain single-quoted literal at the cursor (no escapes), for
+    /// `set_config('name', ...)`.
+    fn quoted_literal(&mut self) -> Option<String> {
+        if self.peek(0) != Some(b'\'') {
+            return None;
+        }
+        let start = self.i + 1;
+        let end = start + self.s[start..].iter().position(|&c| c == b'\'')?;
+        if self.s.get(end + 1) == Some(&b'\'') {
+            return None; // doubled quote: not a plain name
+        }
+        self.i = end + 1;
+        Some(String::from_utf8_lossy(&self.s[start..end]).into_owned())
+    }
+
     /// Whether nothing but blanks and semicolons follows the current
     /// statement (`ended`: its end was already read).
     fn only_this_statement(&mut self, ended: bool) -> bool {
@@ -264,6 +589,83 @@ mod tests {
             Starts
         );
         assert_eq!(classify(b"begin;\n"), Starts);
+    }
+
+    #[test]
+    fn session_setting_changes_are_found() {
+        use SessionOp::*;
+        let ops = |sql: &str| session_effects(sql.as_bytes()).ops;
+        let set = |n: &str| Set(n.to_string());
+        assert_eq!(ops("SET search_path = a, b"), [set("search_path")]);
+        assert_eq!(
+            ops("set session statement_timeout to '1s'"),
+            [set("statement_timeout")]
+        );
+        assert_eq!(ops("SET TIME ZONE 'UTC'"), [set("timezone")]);
+        assert_eq!(
+            ops("SET app.tenant = 'x'; RESET DateStyle; RESET ALL"),
+            [set("app.tenant"), Reset("datestyle".into()), ResetAll]
+        );
+        assert_eq!(
+            ops("select set_config('search_path', 'x', false)"),
+            [set("search_path")]
+        );
+        assert_eq!(ops("SET LOCAL statement_timeout = 5"), []);
+        assert_eq!(ops("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), []);
+        assert_eq!(ops("update t set a = 1"), []);
+        assert_eq!(ops("select 'set x = 1'"), []);
+        assert_eq!(ops("discard all"), [ResetAll]);
+        assert_eq!(ops("select set_config($1, 'x', false)"), [Unknown]);
+        assert_eq!(ops("SET \"app\".x = 1"), [Unknown]);
+        assert!(!session_effects(b"select 1").any());
+    }
+
+    #[test]
+    fn session_state_is_found() {
+        use SessionState::*;
+        let cases: &[(&str, Option<SessionState>)] = &[
+            ("LISTEN chan", Some(Listen)),
+            ("select 1; listen x", Some(Listen)),
+            ("CREATE TEMP TABLE t (a int)", Some(TempTable)),
+            ("create global temporary table t (a int)", Some(TempTable)),
+            ("create temp table t (a int) on commit drop", None),
+            (
+                "create temp table t on commit drop as select 1; create temp table u (a int)",
+                Some(TempTable),
+            ),
+            ("select * into temp t from x", Some(TempTable)),
+            ("select pg_advisory_lock(1)", Some(AdvisoryLock)),
+            (
+                "SELECT PG_TRY_ADVISORY_LOCK_SHARED(1, 2)",
+                Some(AdvisoryLock),
+            ),
+            ("select pg_advisory_xact_lock(1)", None),
+            ("DECLARE c CURSOR WITH HOLD FOR select 1", Some(HoldCursor)),
+            ("declare c cursor for select 1", None),
+            ("PREPARE q AS select 1", Some(SqlPrepare)),
+            ("PREPARE TRANSACTION 'x'", None),
+            ("select 'listen'", None),
+            ("select temp from t", None),
+            ("notify chan", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(session_state(sql.as_bytes()), *want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn deallocate_is_recognised() {
+        assert_eq!(
+            deallocate(b"DEALLOCATE s1"),
+            Some(Deallocate::One("s1".into()))
+        );
+        assert_eq!(
+            deallocate(b"deallocate prepare \"S 1\";"),
+            Some(Deallocate::One("S 1".into()))
+        );
+        assert_eq!(deallocate(b"DEALLOCATE ALL"), Some(Deallocate::All));
+        assert_eq!(deallocate(b"DEALLOCATE s1; select 1"), None);
+        assert_eq!(deallocate(b"select 1"), None);
     }
 
     #[test]

@@ -8,7 +8,10 @@ mod rules;
 mod seal;
 mod tree;
 
-pub use lexical::{classify, TxnEffect};
+pub use lexical::{
+    classify, deallocate, session_effects, session_state, Deallocate, SessionEffects, SessionOp,
+    SessionState, TxnEffect,
+};
 pub use rules::{CODE_FUNCTIONS, IDENTITY_SETTINGS, ROLE_SETTINGS};
 pub use seal::{install_seal_key, parse_key, read_key_file, SealConfig, Sealer, MIN_KEY_BYTES};
 

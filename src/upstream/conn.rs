@@ -310,6 +310,25 @@ impl ServerConn {
         self.write(&out).await
     }
 
+    /// Whether an idle connection still looks usable: nothing may arrive on
+    /// an idle connection, so readable bytes or EOF mean the server closed
+    /// it or is about to (e.g. `terminating connection due to administrator
+    /// command` after a restart). Never blocks.
+    pub fn looks_alive(&mut self) -> bool {
+        use std::task::{Context, Poll, Waker};
+        use tokio::io::{AsyncRead, ReadBuf};
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        matches!(
+            std::pin::Pin::new(&mut self.stream).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
+    }
+
     /// Writes raw protocol bytes.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
         self.stream
@@ -369,6 +388,71 @@ impl ServerConn {
             }
         }
     }
+}
+
+impl ServerConn {
+    /// After a transaction in which a client changed session settings:
+    /// reads the values the server settled on for `names` (a `text[]`
+    /// literal; None to read nothing), then, if `reset`, resets the
+    /// connection's session state so nothing of the client stays on it.
+    /// One round trip.
+    pub async fn capture_and_reset(
+        &mut self,
+        names: Option<&str>,
+        reset: bool,
+    ) -> Result<Vec<Option<String>>, UpstreamError> {
+        use crate::wire::frontend::{put_bind_text, put_execute, put_parse, put_sync};
+        let mut out = BytesMut::new();
+        let mut ready_owed = 0;
+        if let Some(names) = names {
+            put_parse(
+                &mut out,
+                b"",
+                b"SELECT current_setting(n, true) FROM unnest($1::text[]) WITH ORDINALITY AS t(n, i) ORDER BY i\0\0\0",
+            );
+            put_bind_text(&mut out, b"", b"", &[names.as_bytes()]);
+            put_execute(&mut out, b"");
+            put_sync(&mut out);
+            ready_owed += 1;
+        }
+        if reset {
+            // RESET ALL leaves the role alone; reset it too.
+            put_query(
+                &mut out,
+                "RESET ALL; RESET ROLE; RESET SESSION AUTHORIZATION",
+            );
+            ready_owed += 1;
+        }
+        self.write(&out).await?;
+        let mut values = Vec::new();
+        let mut failed = None;
+        while ready_owed > 0 {
+            let f = self.read_frame().await?;
+            match f.tag() {
+                b'D' => values.push(first_text_column(f.body())?),
+                b'E' => failed = Some(parse_error_fields(f.body())?),
+                b'Z' => ready_owed -= 1,
+                _ => {}
+            }
+        }
+        match failed {
+            Some(e) => Err(UpstreamError::Server(e)),
+            None => Ok(values),
+        }
+    }
+}
+
+/// The first column of a DataRow as text (None for NULL).
+fn first_text_column(body: &[u8]) -> Result<Option<String>, UpstreamError> {
+    let mut r = crate::wire::Reader::new(body, "DataRow");
+    let short = || UpstreamError::Protocol("short DataRow".into());
+    r.bytes(2).map_err(|_| short())?;
+    let len = r.i32().map_err(|_| short())?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let v = r.bytes(len as usize).map_err(|_| short())?;
+    Ok(Some(String::from_utf8_lossy(v).into_owned()))
 }
 
 fn i32_at(body: &[u8], at: usize) -> Result<i32, UpstreamError> {

@@ -94,6 +94,7 @@ impl Pool {
     /// Lends a connection, waiting up to `acquire_timeout` for one to free up.
     pub async fn acquire(&self) -> Result<PooledConn, PoolError> {
         let cfg = &self.inner.cfg;
+        let started = Instant::now();
         let permit = match tokio::time::timeout(
             cfg.acquire_timeout,
             self.inner.permits.clone().acquire_owned(),
@@ -116,10 +117,7 @@ impl Pool {
                 pool: self.inner.clone(),
             });
         }
-        let conn = self.connect_unpooled().await.inspect_err(|e| {
-            metrics::incr("rowgate_upstream_connect_failures_total", "");
-            tracing::warn!(error = %e, "upstream connect failed");
-        })?;
+        let conn = self.connect_with_backoff(started).await?;
         metrics::incr("rowgate_upstream_connects_total", "");
         metrics::add("rowgate_upstream_connections", "", 1);
         *self
@@ -134,15 +132,41 @@ impl Pool {
         })
     }
 
+    /// Opens a connection, retrying with exponential backoff (50 ms doubling
+    /// up to 2 s) while the client's `acquire_timeout` lasts, so a client
+    /// rides out an upstream restart instead of failing at once; failures
+    /// that retrying cannot fix (bad password, no such database) end at once.
+    async fn connect_with_backoff(&self, started: Instant) -> Result<ServerConn, PoolError> {
+        let deadline = started + self.inner.cfg.acquire_timeout;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.connect_unpooled().await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    metrics::incr("rowgate_upstream_connect_failures_total", "");
+                    tracing::warn!(error = %e, "upstream connect failed");
+                    let permanent = matches!(e, UpstreamError::Server(ref f) if f.code.starts_with("28") || f.code == "3D000");
+                    if permanent || Instant::now() + delay >= deadline {
+                        return Err(PoolError::Connect(e));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
     /// Most recent idle connection still within its lifetime limits.
     fn take_idle(&self) -> Option<ServerConn> {
         let cfg = &self.inner.cfg;
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(conn) = idle.pop() {
+        while let Some(mut conn) = idle.pop() {
             let too_old = !cfg.max_lifetime.is_zero() && conn.created.elapsed() > cfg.max_lifetime;
             let too_idle =
                 !cfg.idle_timeout.is_zero() && conn.idle_since.elapsed() > cfg.idle_timeout;
-            if too_old || too_idle {
+            // A connection the server closed (restart, idle timeout)
+            // must not be lent: the client would lose its first statement.
+            if too_old || too_idle || !conn.looks_alive() {
                 metrics::add("rowgate_upstream_connections", "", -1);
                 continue;
             }
@@ -167,6 +191,55 @@ impl Pool {
         let params = Arc::new(conn.params.clone());
         conn.release();
         Ok(params)
+    }
+
+    /// Starts the background upkeep: every second, closes idle connections
+    /// past `idle_timeout`/`max_lifetime` or closed by the server, and opens
+    /// connections up to `min_idle`. Stops when the pool is dropped.
+    pub fn spawn_maintenance(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let pool = Pool { inner };
+                pool.prune_idle();
+                while pool.idle_count() < pool.inner.cfg.min_idle {
+                    let Ok(permit) = pool.inner.permits.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    match pool.connect_unpooled().await {
+                        Ok(conn) => {
+                            metrics::incr("rowgate_upstream_connects_total", "");
+                            metrics::add("rowgate_upstream_connections", "", 1);
+                            PooledConn {
+                                conn: Some(conn),
+                                _permit: permit,
+                                pool: pool.inner.clone(),
+                            }
+                            .release();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "upstream connect for min_idle failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Closes idle connections that are expired or closed by the server.
+    fn prune_idle(&self) {
+        let mut kept = Vec::new();
+        while let Some(conn) = self.take_idle() {
+            kept.push(conn);
+        }
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // take_idle pops the most recent first; restore the original order.
+        kept.reverse();
+        idle.extend(kept);
     }
 
     /// Connections idle in the pool right now.

@@ -85,6 +85,35 @@ pub fn error_response(severity: Severity, code: &str, message: &str) -> Bytes {
     })
 }
 
+/// Rebuilds an ErrorResponse frame with `from` replaced by `to` in its
+/// message (`M`) field; every other field stays as the server sent it.
+pub fn rename_in_error(frame: &[u8], from: &str, to: &str) -> Bytes {
+    let body = frame.get(5..).unwrap_or_default();
+    let mut r = Reader::new(body, "ErrorResponse");
+    let mut fields: Vec<(u8, Vec<u8>)> = Vec::new();
+    loop {
+        match r.u8() {
+            Ok(0) | Err(_) => break,
+            Ok(code) => match r.cstr() {
+                Ok(v) => fields.push((code, v.to_vec())),
+                Err(_) => return Bytes::copy_from_slice(frame),
+            },
+        }
+    }
+    build(b'E', |b| {
+        for (code, value) in &fields {
+            b.put_u8(*code);
+            if *code == b'M' {
+                let text = String::from_utf8_lossy(value).replace(from, to);
+                put_cstr(b, text.as_bytes());
+            } else {
+                put_cstr(b, value);
+            }
+        }
+        b.put_u8(0);
+    })
+}
+
 /// The fields of an ErrorResponse or NoticeResponse that rowgate reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ErrorFields {

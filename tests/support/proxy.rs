@@ -81,6 +81,12 @@ leeway_secs = 5
 
 /// Starts rowgate with `config_toml`.
 pub async fn rowgate(config_toml: &str) -> RunningProxy {
+    if let Ok(filter) = std::env::var("ROWGATE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let config = rowgate::Config::from_toml(config_toml).expect("test config is valid");
     let server = rowgate::start(config).await.expect("rowgate starts");
     RunningProxy { server }

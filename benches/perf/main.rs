@@ -1,0 +1,674 @@
+//! Performance benchmark: pgbench side by side against PostgreSQL directly,
+//! PgBouncer (transaction mode) and rowgate (JWT auth, identity injected in
+//! every transaction), on one machine and one database; upstream round trips
+//! from rowgate's own counters; and connection scale (idle clients' memory,
+//! a connect storm with fresh tokens).
+//!
+//! `scripts/bench-perf.sh` (or `cargo bench --bench perf -- --help`).
+//! See docs/benchmarks.md for what it measures and the last results.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod pgbench;
+mod proc;
+mod scale;
+
+use clap::Parser;
+use common::{quantile, Cluster, PgBouncer, Signer};
+use pgbench::{Conn, Outcome, Run, Workload};
+use proc::RowgateProcess;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Performance benchmark (see docs/benchmarks.md).
+#[derive(Parser, Debug)]
+struct Args {
+    /// Seconds per pgbench run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// Client counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    clients: Vec<u32>,
+    /// Upstream connections of rowgate and of PgBouncer.
+    #[arg(long, default_value_t = 16)]
+    pool: usize,
+    /// pgbench scale factor.
+    #[arg(long, default_value_t = 10)]
+    scale: u32,
+    /// Idle authenticated clients to hold open against rowgate.
+    #[arg(long, default_value_t = 10_000)]
+    idle_clients: usize,
+    /// New connections, each with a fresh token, in the connect storm.
+    #[arg(long, default_value_t = 1_000)]
+    storm: usize,
+    /// Handshakes in flight at once during the storm.
+    #[arg(long, default_value_t = 32)]
+    storm_concurrency: usize,
+    /// Which pgbench cases to run: select-simple, select-extended,
+    /// select-prepared, tpcb, safe-simple, safe-extended.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "select-simple,select-extended,select-prepared,tpcb,safe-simple,safe-extended"
+    )]
+    cases: Vec<String>,
+    /// Skip the pgbench matrix.
+    #[arg(long)]
+    skip_pgbench: bool,
+    /// Skip the connection-scale tests.
+    #[arg(long)]
+    skip_scale: bool,
+    /// Do not use PgBouncer even if installed.
+    #[arg(long)]
+    no_pgbouncer: bool,
+    /// JSON report.
+    #[arg(long, default_value_os_t = common::report_dir().join("perf.json"))]
+    json: PathBuf,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("perf bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("perf bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Who is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Direct,
+    PgBouncer,
+    Rowgate,
+}
+
+impl Who {
+    fn label(self) -> &'static str {
+        match self {
+            Who::Direct => "direct",
+            Who::PgBouncer => "pgbouncer",
+            Who::Rowgate => "rowgate",
+        }
+    }
+}
+
+/// One pgbench run's result.
+struct Row {
+    workload: Workload,
+    mode: &'static str,
+    clients: u32,
+    who: Who,
+    outcome: Outcome,
+    /// rowgate only: upstream writes and injected identities during the run.
+    upstream_writes: Option<f64>,
+    identities: Option<f64>,
+    /// CPU time the proxy process used per transaction (µs), when there is
+    /// a proxy: where the shared 2 cores went.
+    proxy_cpu_us_per_txn: Option<f64>,
+}
+
+impl Row {
+    fn writes_per_txn(&self) -> Option<f64> {
+        let t = self.outcome.transactions as f64;
+        self.upstream_writes.filter(|_| t > 0.0).map(|w| w / t)
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let nofile = common::raise_nofile(65_536);
+    println!(
+        "perf bench: {} s per run, clients {:?}, pool {}, scale {}, open-file limit {nofile}",
+        args.seconds, args.clients, args.pool, args.scale
+    );
+    let cluster = Cluster::start(300, "perfbench").await?;
+    let signer = Signer::new()?;
+    let mut report = json!({
+        "date": common::today(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "seconds_per_run": args.seconds,
+        "pool": args.pool,
+        "scale": args.scale,
+    });
+    if !args.skip_pgbench {
+        let rows = pgbench_matrix(&args, &cluster, &signer, &mut report).await?;
+        report["pgbench"] = Value::Array(rows.iter().map(row_json).collect());
+        print_ratios(&rows, &args.clients, &mut report);
+        print_round_trips(&rows, &mut report);
+    }
+    if !args.skip_scale {
+        report["scale"] = connection_scale(&args, &cluster, &signer).await?;
+    }
+    print_targets(&report);
+    common::write_json(&args.json, &report)?;
+    println!("\nwrote {}", args.json.display());
+    Ok(())
+}
+
+/// Every workload x client count x target, interleaved so that noise on the
+/// shared machine hits all targets alike.
+async fn pgbench_matrix(
+    args: &Args,
+    cluster: &Cluster,
+    signer: &Signer,
+    report: &mut Value,
+) -> Result<Vec<Row>, String> {
+    let bin = pgbench::binary()?;
+    let superuser = Conn {
+        port: cluster.port(),
+        user: "postgres".into(),
+        password: cluster.superuser_password.clone(),
+        dbname: cluster.db.clone(),
+    };
+    println!("pgbench -i -s {} ...", args.scale);
+    pgbench::initialize(&bin, &superuser, args.scale)?;
+    cluster
+        .admin()
+        .await?
+        .batch_execute(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO rowgate_user",
+        )
+        .await
+        .map_err(|e| format!("grant: {}", common::pg_error(&e)))?;
+
+    let rowgate = RowgateProcess::start(
+        &cluster.authenticator_url(),
+        args.pool,
+        signer.public_pem_path(),
+    )?;
+    let bouncer = if args.no_pgbouncer {
+        Err("disabled with --no-pgbouncer".to_string())
+    } else {
+        PgBouncer::start(cluster, args.pool)
+    };
+    report["pgbouncer"] = match &bouncer {
+        Ok(_) => json!(PgBouncer::version().unwrap_or_else(|| "PgBouncer".into())),
+        Err(e) => {
+            println!("PgBouncer skipped: {e}");
+            json!(format!("skipped: {e}"))
+        }
+    };
+    let token = signer.sign(&signer.claims("user_pgbench", "org_pgbench"));
+    let direct = Conn {
+        port: cluster.port(),
+        user: common::AUTHENTICATOR.into(),
+        password: common::AUTHENTICATOR_PASSWORD.into(),
+        dbname: cluster.db.clone(),
+    };
+    let via_bouncer = bouncer.as_ref().ok().map(|b| Conn {
+        port: b.port(),
+        dbname: "bench".into(),
+        ..direct.clone()
+    });
+    let via_rowgate = Conn {
+        port: rowgate.port,
+        user: "pgbench".into(),
+        password: token,
+        dbname: "bench".into(),
+    };
+    let dir = common::TempDir::new("rowgate-bench-pgbench")?;
+    let script = dir.path().join("safe_identity.sql");
+    std::fs::write(&script, pgbench::SAFE_IDENTITY_SCRIPT)
+        .map_err(|e| format!("write {}: {e}", script.display()))?;
+
+    const ALL3: &[Who] = &[Who::Direct, Who::PgBouncer, Who::Rowgate];
+    const NO_ROWGATE: &[Who] = &[Who::Direct, Who::PgBouncer];
+    let all: [(&str, Workload, &'static str, &[Who]); 6] = [
+        ("select-simple", Workload::SelectOnly, "simple", ALL3),
+        ("select-extended", Workload::SelectOnly, "extended", ALL3),
+        ("select-prepared", Workload::SelectOnly, "prepared", ALL3),
+        ("tpcb", Workload::TpcB, "simple", ALL3),
+        // Through rowgate this script would carry two identities; it is
+        // the baseline rowgate's select-only is compared with.
+        ("safe-simple", Workload::SafeIdentity, "simple", NO_ROWGATE),
+        (
+            "safe-extended",
+            Workload::SafeIdentity,
+            "extended",
+            NO_ROWGATE,
+        ),
+    ];
+    let cases = all
+        .into_iter()
+        .filter(|(name, ..)| args.cases.iter().any(|c| c == name));
+    println!(
+        "\n{:<22} {:<9} {:>4} {:<10} {:>10} {:>10} {:>12} {:>14}",
+        "workload", "mode", "-c", "target", "tps", "lat ms", "writes/txn", "proxy cpu us/tx"
+    );
+    let mut rows = Vec::new();
+    for (_, workload, mode, whos) in cases {
+        for &clients in &args.clients {
+            for &who in whos {
+                let conn = match who {
+                    Who::Direct => &direct,
+                    Who::Rowgate => &via_rowgate,
+                    Who::PgBouncer => match &via_bouncer {
+                        Some(c) => c,
+                        None => continue,
+                    },
+                };
+                let proxy_pid = match who {
+                    Who::Direct => None,
+                    Who::Rowgate => Some(rowgate.pid()),
+                    Who::PgBouncer => bouncer.as_ref().ok().map(|b| b.pid()),
+                };
+                let cpu_before = proxy_pid.and_then(proc::cpu_micros);
+                let before = counters(who, &rowgate);
+                let run = Run {
+                    bin: &bin,
+                    conn,
+                    workload,
+                    mode,
+                    clients,
+                    seconds: args.seconds,
+                    script: Some(&script),
+                };
+                let outcome = tokio::task::block_in_place(|| run.execute());
+                let after = counters(who, &rowgate);
+                let cpu = cpu_before
+                    .zip(proxy_pid.and_then(proc::cpu_micros))
+                    .map(|(b, a)| (a - b) as f64 / outcome.transactions.max(1) as f64);
+                let row = Row {
+                    workload,
+                    mode,
+                    clients,
+                    who,
+                    outcome,
+                    upstream_writes: before.zip(after).map(|(b, a)| a.0 - b.0),
+                    identities: before.zip(after).map(|(b, a)| a.1 - b.1),
+                    proxy_cpu_us_per_txn: cpu,
+                };
+                print_row(&row);
+                rows.push(row);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// rowgate's (upstream writes, injected identities) counters, for rowgate.
+fn counters(who: Who, rowgate: &RowgateProcess) -> Option<(f64, f64)> {
+    if who != Who::Rowgate {
+        return None;
+    }
+    let w = rowgate.metric("rowgate_upstream_writes_total").ok()?;
+    let t = rowgate.metric("rowgate_transactions_total").ok()?;
+    Some((w, t))
+}
+
+fn print_row(r: &Row) {
+    let writes = r
+        .writes_per_txn()
+        .map(|w| format!("{w:.3}"))
+        .unwrap_or_default();
+    let cpu = r
+        .proxy_cpu_us_per_txn
+        .map(|c| format!("{c:.1}"))
+        .unwrap_or_default();
+    let failed = match &r.outcome.error {
+        Some(e) => format!("  FAILED: {e}"),
+        None => String::new(),
+    };
+    println!(
+        "{:<22} {:<9} {:>4} {:<10} {:>10.0} {:>10.3} {:>12} {:>14}{failed}",
+        r.workload.label(),
+        r.mode,
+        r.clients,
+        r.who.label(),
+        r.outcome.tps,
+        r.outcome.latency_ms,
+        writes,
+        cpu
+    );
+}
+
+fn row_json(r: &Row) -> Value {
+    json!({
+        "workload": r.workload.label(),
+        "mode": r.mode,
+        "clients": r.clients,
+        "target": r.who.label(),
+        "tps": r.outcome.tps,
+        "latency_avg_ms": r.outcome.latency_ms,
+        "transactions": r.outcome.transactions,
+        "failed_transactions": r.outcome.failed,
+        "error": r.outcome.error,
+        "upstream_writes": r.upstream_writes,
+        "identities_injected": r.identities,
+        "upstream_writes_per_transaction": r.writes_per_txn(),
+        "proxy_cpu_us_per_transaction": r.proxy_cpu_us_per_txn,
+    })
+}
+
+/// tps of one cell, when it ran cleanly.
+fn tps(rows: &[Row], w: Workload, mode: &str, c: u32, who: Who) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.workload == w && r.mode == mode && r.clients == c && r.who == who)
+        .filter(|r| r.outcome.error.is_none() && r.outcome.tps > 0.0)
+        .map(|r| r.outcome.tps)
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a? / b?)
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map(|r| format!("{r:.2}x"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// rowgate/direct and rowgate/PgBouncer per workload and client count, and
+/// rowgate against the safe-identity script through PgBouncer and direct.
+fn print_ratios(rows: &[Row], clients: &[u32], report: &mut Value) {
+    println!(
+        "\n{:<22} {:<9} {:>4} {:>16} {:>18}",
+        "workload", "mode", "-c", "rowgate/direct", "rowgate/pgbouncer"
+    );
+    let mut out = Vec::new();
+    for (w, mode) in [
+        (Workload::SelectOnly, "simple"),
+        (Workload::SelectOnly, "extended"),
+        (Workload::SelectOnly, "prepared"),
+        (Workload::TpcB, "simple"),
+    ] {
+        for &c in clients {
+            let rg = tps(rows, w, mode, c, Who::Rowgate);
+            let d = ratio(rg, tps(rows, w, mode, c, Who::Direct));
+            let b = ratio(rg, tps(rows, w, mode, c, Who::PgBouncer));
+            println!(
+                "{:<22} {:<9} {:>4} {:>16} {:>18}",
+                w.label(),
+                mode,
+                c,
+                fmt_ratio(d),
+                fmt_ratio(b)
+            );
+            out.push(json!({"workload": w.label(), "mode": mode, "clients": c,
+                "rowgate_over_direct": d, "rowgate_over_pgbouncer": b}));
+        }
+    }
+    report["ratios"] = Value::Array(out);
+
+    println!(
+        "\nrowgate select-only (identity injected) vs the safe-identity script (BEGIN; set_config x3; SELECT; COMMIT):"
+    );
+    println!(
+        "{:<9} {:>4} {:>26} {:>24}",
+        "mode", "-c", "vs script via pgbouncer", "vs script direct"
+    );
+    let mut safe = Vec::new();
+    for mode in ["simple", "extended"] {
+        for &c in clients {
+            let rg = tps(rows, Workload::SelectOnly, mode, c, Who::Rowgate);
+            let b = ratio(
+                rg,
+                tps(rows, Workload::SafeIdentity, mode, c, Who::PgBouncer),
+            );
+            let d = ratio(rg, tps(rows, Workload::SafeIdentity, mode, c, Who::Direct));
+            println!("{mode:<9} {c:>4} {:>26} {:>24}", fmt_ratio(b), fmt_ratio(d));
+            safe.push(json!({"mode": mode, "clients": c,
+                "rowgate_over_safe_via_pgbouncer": b, "rowgate_over_safe_direct": d}));
+        }
+    }
+    report["rowgate_vs_safe_identity"] = Value::Array(safe);
+}
+
+/// Upstream writes per transaction through rowgate, against the client's
+/// own round trips: the difference is what identity injection added.
+fn print_round_trips(rows: &[Row], report: &mut Value) {
+    println!("\nround trips through rowgate (from /metrics): upstream writes per transaction");
+    println!(
+        "{:<22} {:<9} {:>4} {:>12} {:>14} {:>10} {:>12}",
+        "workload", "mode", "-c", "writes/txn", "client rt/txn", "extra", "identities"
+    );
+    let mut out = Vec::new();
+    let mut worst: f64 = 0.0;
+    for r in rows.iter().filter(|r| r.who == Who::Rowgate) {
+        let Some(w) = r.writes_per_txn() else {
+            continue;
+        };
+        let client = r.workload.round_trips();
+        let extra = w - client;
+        worst = worst.max(extra);
+        let ids = r.identities.unwrap_or(0.0) / (r.outcome.transactions.max(1) as f64);
+        println!(
+            "{:<22} {:<9} {:>4} {:>12.3} {:>14.0} {:>10.3} {:>12.3}",
+            r.workload.label(),
+            r.mode,
+            r.clients,
+            w,
+            client,
+            extra,
+            ids
+        );
+        out.push(
+            json!({"workload": r.workload.label(), "mode": r.mode, "clients": r.clients,
+            "upstream_writes_per_transaction": w, "client_round_trips_per_transaction": client,
+            "extra": extra, "identities_per_transaction": ids}),
+        );
+    }
+    report["round_trips"] = json!({"runs": out, "max_extra_per_transaction": worst});
+}
+
+/// Idle clients' memory and a connect storm, against a fresh `rowgate
+/// serve` so its RSS is only theirs.
+async fn connection_scale(
+    args: &Args,
+    cluster: &Cluster,
+    signer: &Signer,
+) -> Result<Value, String> {
+    let rowgate = RowgateProcess::start(
+        &cluster.authenticator_url(),
+        args.pool,
+        signer.public_pem_path(),
+    )?;
+    println!(
+        "\nsigning {} tokens for the idle clients and {} for the storm ...",
+        args.idle_clients, args.storm
+    );
+    let idle_tokens = sign_many(signer, "user_idle", args.idle_clients);
+    let storm_tokens = sign_many(signer, "user_storm", args.storm);
+
+    // One client first, so the pool's first connection and the runtime's
+    // threads exist before the baseline is taken.
+    let warm = scale::handshake(rowgate.port, &idle_tokens[0]).await?;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = rowgate.pid();
+    let rss_before = proc::proc_status_bytes(pid, "VmRSS")?;
+
+    println!("opening {} idle clients ...", args.idle_clients);
+    let mut idle = scale::open_many(rowgate.port, &idle_tokens, 256).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle = proc::proc_status_bytes(pid, "VmRSS")?;
+    let hwm = proc::proc_status_bytes(pid, "VmHWM")?;
+    let mut alive = 0;
+    let sample = idle.streams.len().min(20);
+    let step = (idle.streams.len() / sample.max(1)).max(1);
+    for i in (0..idle.streams.len()).step_by(step).take(sample) {
+        if scale::still_alive(&mut idle.streams[i]).await {
+            alive += 1;
+        }
+    }
+    let held = idle.streams.len();
+    let per_client = (rss_idle.saturating_sub(rss_before)) as f64 / held.max(1) as f64;
+    println!(
+        "idle clients: {held} held ({} failed{}), {alive}/{sample} sampled still answer; rowgate RSS {:.1} MB before, {:.1} MB with them (peak {:.1} MB): {:.1} KB per client",
+        idle.failures,
+        idle.first_failure.as_deref().map(|f| format!(", first: {f}")).unwrap_or_default(),
+        mb(rss_before),
+        mb(rss_idle),
+        mb(hwm),
+        per_client / 1024.0
+    );
+    drop(idle.streams);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    println!(
+        "connect storm: {} new connections, fresh tokens, {} at a time ...",
+        args.storm, args.storm_concurrency
+    );
+    let storm = scale::open_many(rowgate.port, &storm_tokens, args.storm_concurrency).await;
+    let ok = storm.streams.len();
+    let cps = ok as f64 / storm.wall.as_secs_f64().max(1e-9);
+    println!(
+        "connect storm: {ok} connected ({} failed{}) in {:.2} s: {:.0} connects/s, handshake p50 {:.2} ms, p99 {:.2} ms",
+        storm.failures,
+        storm.first_failure.as_deref().map(|f| format!(", first: {f}")).unwrap_or_default(),
+        storm.wall.as_secs_f64(),
+        cps,
+        quantile(&storm.latency_us, 0.5) as f64 / 1000.0,
+        quantile(&storm.latency_us, 0.99) as f64 / 1000.0
+    );
+    Ok(json!({
+        "idle": {
+            "requested": args.idle_clients,
+            "held": held,
+            "failed": idle.failures,
+            "first_failure": idle.first_failure,
+            "sampled_alive": alive,
+            "sampled": sample,
+            "rss_before_bytes": rss_before,
+            "rss_with_idle_bytes": rss_idle,
+            "rss_peak_bytes": hwm,
+            "rss_per_client_bytes": per_client,
+            "open_seconds": idle.wall.as_secs_f64(),
+        },
+        "storm": {
+            "connections": args.storm,
+            "concurrency": args.storm_concurrency,
+            "connected": ok,
+            "failed": storm.failures,
+            "first_failure": storm.first_failure,
+            "seconds": storm.wall.as_secs_f64(),
+            "connects_per_second": cps,
+            "handshake_p50_ms": quantile(&storm.latency_us, 0.5) as f64 / 1000.0,
+            "handshake_p99_ms": quantile(&storm.latency_us, 0.99) as f64 / 1000.0,
+        }
+    }))
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `n` tokens for distinct users, signed on every core.
+fn sign_many(signer: &Signer, prefix: &str, n: usize) -> Vec<String> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let chunk = n.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .collect::<Vec<_>>()
+            .chunks(chunk)
+            .map(|ids| {
+                let ids = ids.to_vec();
+                s.spawn(move || {
+                    ids.into_iter()
+                        .map(|i| {
+                            signer.sign(&signer.claims(&format!("{prefix}_{i:05}"), "org_scale"))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// The brief's targets, each MET or MISSED with the number behind it.
+fn print_targets(report: &Value) {
+    println!("\ntargets:");
+    let ratio_at = |mode: &str, c: u64, key: &str| {
+        report["ratios"].as_array().and_then(|a| {
+            a.iter()
+                .find(|r| r["workload"] == "select-only" && r["mode"] == mode && r["clients"] == c)
+                .and_then(|r| r[key].as_f64())
+        })
+    };
+    let line = |what: String, value: Option<f64>, ok: fn(f64) -> bool, unit: &str| {
+        let verdict = match value {
+            Some(v) if ok(v) => "MET",
+            Some(_) => "MISSED",
+            None => "n/a",
+        };
+        let v = value
+            .map(|v| format!("{v:.2}{unit}"))
+            .unwrap_or_else(|| "n/a".into());
+        println!("  {verdict:<7} {what}: {v}");
+    };
+    if report.get("ratios").is_some() {
+        for mode in ["simple", "extended", "prepared"] {
+            line(
+                format!("select-only -M {mode} @16: rowgate/direct >= 0.8"),
+                ratio_at(mode, 16, "rowgate_over_direct"),
+                |v| v >= 0.8,
+                "x",
+            );
+            line(
+                format!("select-only -M {mode} @16: rowgate/pgbouncer >= 1.0"),
+                ratio_at(mode, 16, "rowgate_over_pgbouncer"),
+                |v| v >= 1.0,
+                "x",
+            );
+            line(
+                format!("select-only -M {mode} @64: rowgate/direct >= 1.0"),
+                ratio_at(mode, 64, "rowgate_over_direct"),
+                |v| v >= 1.0,
+                "x",
+            );
+        }
+        if let Some(a) = report["rowgate_vs_safe_identity"].as_array() {
+            for r in a {
+                line(
+                    format!(
+                        "rowgate >= 3x safe-identity via pgbouncer (-M {} @{})",
+                        r["mode"].as_str().unwrap_or("?"),
+                        r["clients"]
+                    ),
+                    r["rowgate_over_safe_via_pgbouncer"].as_f64(),
+                    |v| v >= 3.0,
+                    "x",
+                );
+            }
+        }
+        line(
+            "extra upstream round trips per transaction = 0 (max over runs)".into(),
+            report["round_trips"]["max_extra_per_transaction"].as_f64(),
+            |v| v < 0.01,
+            "",
+        );
+    }
+    if report.get("scale").is_some() {
+        let idle = &report["scale"]["idle"];
+        let held = idle["held"].as_u64().unwrap_or(0);
+        let rss = idle["rss_with_idle_bytes"].as_f64().map(|b| b / 1048576.0);
+        line(
+            format!("{held} idle clients in <= 100 MB RSS"),
+            rss.filter(|_| held >= idle["requested"].as_u64().unwrap_or(0)),
+            |v| v <= 100.0,
+            " MB",
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! A client's session parameters (SET, RESET, startup parameters and
+//! options) stay with that client on every later transaction, whichever
+//! pooled connection it lands on, and never reach another client.
+
+mod support;
+
+use support::{pg, proxy_config, rowgate, token, RunningProxy};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+async fn one(c: &Client, sql: &str) -> Option<String> {
+    c.simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
+            _ => None,
+        })
+        .flatten()
+}
+
+const CHECK: &str = "select current_setting('statement_timeout') || ' ' || \
+    coalesce(nullif(current_setting('myapp.tenant', true), ''), '-') || ' ' || current_setting('application_name') || ' ' || auth.user_id()";
+
+async fn proxy(pool: usize) -> (support::TestDb, RunningProxy) {
+    let db = pg().new_database();
+    let p = rowgate(&proxy_config(&db, pool, "")).await;
+    (db, p)
+}
+
+#[tokio::test]
+async fn a_session_set_stays_with_its_client_and_never_reaches_another() {
+    let (_db, proxy) = proxy(1).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    alice
+        .batch_execute("SET statement_timeout = '1234ms'")
+        .await
+        .unwrap();
+    alice
+        .batch_execute("set myapp.tenant to 'acme'; SET application_name = 'alice-app'")
+        .await
+        .unwrap();
+    // Both share the only pooled connection, in turns.
+    for _ in 0..3 {
+        assert_eq!(
+            one(&alice, CHECK).await.as_deref(),
+            Some("1234ms acme alice-app user_alice")
+        );
+        assert_eq!(one(&bob, CHECK).await.as_deref(), Some("0 -  user_bob"));
+        // Extended protocol sees the same.
+        let r = alice
+            .query_one("select current_setting('statement_timeout')", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "1234ms");
+    }
+    // SHOW answers the client's value.
+    assert_eq!(
+        one(&alice, "show statement_timeout").await.as_deref(),
+        Some("1234ms")
+    );
+    // RESET one setting, then RESET ALL.
+    alice
+        .batch_execute("RESET statement_timeout")
+        .await
+        .unwrap();
+    assert_eq!(
+        one(&alice, CHECK).await.as_deref(),
+        Some("0 acme alice-app user_alice")
+    );
+    alice.batch_execute("RESET ALL").await.unwrap();
+    assert_eq!(
+        one(&alice, "select current_setting('application_name')")
+            .await
+            .as_deref(),
+        Some("")
+    );
+    assert_eq!(
+        one(
+            &alice,
+            "select coalesce(current_setting('myapp.tenant', true), '')"
+        )
+        .await
+        .as_deref(),
+        Some("")
+    );
+}
+
+#[tokio::test]
+async fn a_set_in_a_rolled_back_transaction_does_not_stick() {
+    let (_db, proxy) = proxy(2).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    alice
+        .batch_execute("begin; set statement_timeout = '5s'; rollback")
+        .await
+        .unwrap();
+    assert_eq!(
+        one(&alice, "show statement_timeout").await.as_deref(),
+        Some("0")
+    );
+    alice.batch_execute("begin").await.unwrap();
+    alice
+        .batch_execute("set statement_timeout = '6s'")
+        .await
+        .unwrap();
+    alice.batch_execute("commit").await.unwrap();
+    assert_eq!(
+        one(&alice, "show statement_timeout").await.as_deref(),
+        Some("6s")
+    );
+    // A later SET that rolls back leaves the client's earlier value, not
+    // the pooled connection's default.
+    alice
+        .batch_execute("begin; set statement_timeout = '9s'; rollback")
+        .await
+        .unwrap();
+    assert_eq!(
+        one(&alice, "show statement_timeout").await.as_deref(),
+        Some("6s")
+    );
+    assert!(alice
+        .batch_execute("set statement_timeout = '8s'; select 1/0")
+        .await
+        .is_err());
+    assert_eq!(
+        one(&alice, "show statement_timeout").await.as_deref(),
+        Some("6s")
+    );
+    // SET LOCAL is the client's own business inside one transaction.
+    alice
+        .batch_execute("begin; set local statement_timeout = '7s'")
+        .await
+        .unwrap();
+    assert_eq!(
+        one(&alice, "show statement_timeout").await.as_deref(),
+        Some("7s")
+    );
+    alice.batch_execute("commit").await.unwrap();
+    assert_eq!(
+        one(&alice, "show statement_timeout").await.as_deref(),
+        Some("6s")
+    );
+}
+
+#[tokio::test]
+async fn startup_parameters_and_options_apply_to_every_transaction() {
+    let (_db, proxy) = proxy(1).await;
+    let (alice, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .user("alice")
+        .password(token("user_alice"))
+        .application_name("alice-startup")
+        .options("-c statement_timeout=777 -c myapp.tenant=from-options")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            one(&alice, CHECK).await.as_deref(),
+            Some("777ms from-options alice-startup user_alice")
+        );
+        assert_eq!(one(&bob, CHECK).await.as_deref(), Some("0 -  user_bob"));
+    }
+    // RESET ALL returns to the startup values, as PostgreSQL does.
+    alice
+        .batch_execute("SET statement_timeout = 5; RESET ALL")
+        .await
+        .unwrap();
+    assert_eq!(
+        one(&alice, CHECK).await.as_deref(),
+        Some("777ms from-options alice-startup user_alice")
+    );
+}
+
+#[tokio::test]
+async fn set_config_at_session_level_is_kept_for_the_client_only() {
+    let (_db, proxy) = proxy(1).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    alice
+        .query(
+            "select set_config('myapp.tenant', $1, false)",
+            &[&"via-function"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        one(&alice, CHECK).await.as_deref(),
+        Some("0 via-function  user_alice")
+    );
+    assert_eq!(one(&bob, CHECK).await.as_deref(), Some("0 -  user_bob"));
+}
+
+#[tokio::test]
+async fn session_state_is_refused_by_default_with_advice() {
+    let (_db, proxy) = proxy(1).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    for sql in [
+        "LISTEN secrets",
+        "create temp table scratch (a int)",
+        "select pg_advisory_lock(42)",
+        "PREPARE q AS select 1",
+        "begin; declare c cursor with hold for select 1; commit",
+    ] {
+        let err = alice.simple_query(sql).await.expect_err(sql);
+        let db_err = err.as_db_error().expect(sql);
+        assert_eq!(db_err.code().code(), "0A000", "{sql}");
+        assert!(
+            db_err.message().contains("[session_state]"),
+            "{}",
+            db_err.message()
+        );
+    }
+    // Refused inside a transaction, it aborts the transaction like any error.
+    alice.batch_execute("begin").await.unwrap();
+    assert!(alice.simple_query("listen x").await.is_err());
+    let err = alice.simple_query("select 1").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+    );
+    alice.batch_execute("rollback").await.unwrap();
+    assert_eq!(
+        one(&alice, "select auth.user_id()").await.as_deref(),
+        Some("user_alice")
+    );
+}
+
+#[tokio::test]
+async fn pinned_session_state_stays_with_its_client_and_is_discarded_after() {
+    let db = pg().new_database();
+    let config =
+        proxy_config(&db, 2, "") + "[session_state]\nlisten = \"pin\"\ntemp_tables = \"pin\"\n";
+    let proxy = rowgate(&config).await;
+    // LISTEN: only the listener gets the notification.
+    let mut alice = support::RawClient::connect(&proxy, &token("user_alice")).await;
+    let mut q = bytes::BytesMut::new();
+    rowgate::wire::frontend::put_query(&mut q, "LISTEN secrets");
+    assert_eq!(alice.exchange(&q).await, ["C", "Z"]);
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    let carol = proxy.connect(&token("user_carol")).await.unwrap();
+    bob.batch_execute("NOTIFY secrets, 'for alice'")
+        .await
+        .unwrap();
+    assert_eq!(
+        one(&carol, "select auth.user_id()").await.as_deref(),
+        Some("user_carol")
+    );
+    let mut q = bytes::BytesMut::new();
+    rowgate::wire::frontend::put_query(&mut q, "select 1");
+    let tags = alice.exchange(&q).await;
+    assert!(tags.contains(&"A".to_string()), "alice got {tags:?}");
+    drop(alice);
+
+    // A temporary table lives on for its client, across transactions.
+    let dave = proxy.connect(&token("user_dave")).await.unwrap();
+    dave.batch_execute("create temp table scratch (a int); insert into scratch values (1)")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            one(&dave, "select count(*)::text from scratch")
+                .await
+                .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            one(&bob, "select auth.user_id()").await.as_deref(),
+            Some("user_bob")
+        );
+    }
+    drop(dave);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // After the pinned clients left, nobody sees their state.
+    for _ in 0..4 {
+        assert!(bob.simple_query("select * from scratch").await.is_err());
+        assert_eq!(
+            one(&bob, "select count(*)::text from pg_listening_channels()")
+                .await
+                .as_deref(),
+            Some("0")
+        );
+    }
+}
