@@ -183,7 +183,10 @@ async fn the_hardened_role_recipe_leaves_clients_nothing_to_abuse() {
     rowgate::guard::install_seal_key(&db.admin_url(), &key)
         .await
         .unwrap();
-    let config = sealed_config(&db, &key, "[identity]\nrole = \"rowgate_user\"\n").replace(
+    // Guard off, and temporary tables pinned rather than refused by
+    // rowgate, so what answers below is the database itself.
+    let extra = "[identity]\nrole = \"rowgate_user\"\n[session_state]\ntemp_tables = \"pin\"\n";
+    let config = sealed_config(&db, &key, extra).replace(
         &db.authenticator_url(),
         &format!(
             "postgres://hardened_auth:hardpass@127.0.0.1:{}/{}",

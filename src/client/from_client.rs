@@ -160,20 +160,7 @@ impl Session {
         match frame.tag() {
             b'P' => {
                 let p = frontend::parse_parts(body)?;
-                // DEALLOCATE sent through the extended protocol (psycopg
-                // with libpq < 17 does) names the client's statement too.
-                let rewritten =
-                    rewrite_deallocate(&mut self.statements, a, query_of(p.spec), max_prepared)
-                        .map(|sql| {
-                            let mut spec = sql.into_bytes();
-                            spec.push(0);
-                            spec.extend_from_slice(&p.spec[query_of(p.spec).len() + 1..]);
-                            spec
-                        });
-                let p = frontend::ParseParts {
-                    name: p.name,
-                    spec: rewritten.as_deref().unwrap_or(p.spec),
-                };
+                // The guard judges what the client sent, before any rewrite.
                 let refusal = match self.shared.guard.check(query_of(p.spec)) {
                     Err(v) => {
                         crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
@@ -192,6 +179,20 @@ impl Session {
                     self.drain_emits();
                     return Ok(());
                 }
+                // DEALLOCATE sent through the extended protocol (psycopg
+                // with libpq < 17 does) names the client's statement too.
+                let rewritten =
+                    rewrite_deallocate(&mut self.statements, a, query_of(p.spec), max_prepared)
+                        .map(|sql| {
+                            let mut spec = sql.into_bytes();
+                            spec.push(0);
+                            spec.extend_from_slice(&p.spec[query_of(p.spec).len() + 1..]);
+                            spec
+                        });
+                let p = frontend::ParseParts {
+                    name: p.name,
+                    spec: rewritten.as_deref().unwrap_or(p.spec),
+                };
                 if touches_prepared_statements(p.spec) {
                     forget_prepared(a);
                 }

@@ -98,7 +98,8 @@ impl Server {
 /// is first cleared, so it cannot surface after this transaction either.
 fn identity_spec() -> Bytes {
     let sql =
-        "SELECT CASE WHEN o > $3::int THEN set_config(n, '', false) END, set_config(n, v, true) \
+        "SELECT CASE WHEN o > $3::int THEN set_config(n, CASE n WHEN 'role' THEN 'none' ELSE '' END, false) END, \
+               set_config(n, v, true) \
                FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(n, v, o)";
     let mut spec = BytesMut::new();
     crate::wire::put_cstr(&mut spec, sql.as_bytes());
@@ -136,8 +137,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 source,
             })?;
     }
+    let pins = &config.session_state;
     let guard = crate::guard::Guard::new(&config.guard)
-        .map_err(|e| StartError::Config(format!("[guard] {e}")))?;
+        .map_err(|e| StartError::Config(format!("[guard] {e}")))?
+        .with_session_pins(
+            pins.temp_tables == crate::config::StatePolicy::Pin,
+            pins.hold_cursors == crate::config::StatePolicy::Pin,
+        );
     let sealer = crate::guard::Sealer::new(&config.seal)
         .map_err(|e| StartError::Config(format!("[seal] {e}")))?;
     let mut setting_names = auth.setting_names().to_vec();

@@ -202,11 +202,23 @@ impl Guard {
                 deny_functions: deny,
                 allow_functions: allow,
                 lexical,
+                pinned_temporary: false,
+                pinned_hold: false,
             },
             precheck,
             allowed_oids,
             cache,
         })
+    }
+
+    /// Lets temporary objects and WITH HOLD cursors through when
+    /// `[session_state]` pins the clients that create them to their
+    /// connection (it then owns those statements); every other rule still
+    /// applies to the same statements.
+    pub fn with_session_pins(mut self, temporary: bool, hold: bool) -> Guard {
+        self.rules.pinned_temporary = temporary;
+        self.rules.pinned_hold = hold;
+        self
     }
 
     /// The profile in force.

@@ -95,6 +95,11 @@ pub struct Rules {
     /// The pre-check without its backslash trigger, for text the parser
     /// cannot read under `standard_conforming_strings = off`.
     pub lexical: PreCheck,
+    /// `[session_state] temp_tables = "pin"`: the client keeps its
+    /// connection, so its temporary objects shadow nobody else's tables.
+    pub pinned_temporary: bool,
+    /// `[session_state] hold_cursors = "pin"`, likewise.
+    pub pinned_hold: bool,
 }
 
 type Check = Result<(), GuardViolation>;
@@ -274,7 +279,7 @@ impl Rules {
             }
             "DeclareCursorStmt" => {
                 self.reserved_name("DECLARE", str_field(body, "portalname"))?;
-                if int(body, "options") & CURSOR_OPT_HOLD != 0 {
+                if int(body, "options") & CURSOR_OPT_HOLD != 0 && !self.pinned_hold {
                     return refuse(
                         "holdable_cursor",
                         "a WITH HOLD cursor outlives the transaction on an upstream \
@@ -315,7 +320,7 @@ impl Rules {
             || str_field(relation, "schemaname")
                 .to_ascii_lowercase()
                 .starts_with("pg_temp");
-        if temp && on_commit != ON_COMMIT_DROP {
+        if temp && on_commit != ON_COMMIT_DROP && !self.pinned_temporary {
             return refuse(
                 "temporary_object",
                 format!(
