@@ -149,10 +149,11 @@ async fn authenticate(
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    if !stream.is_tls()
-        && !peer.ip().is_loopback()
-        && !shared.config.listen.allow_plaintext_password
-    {
+    if !password_allowed(
+        stream.is_tls(),
+        peer.ip(),
+        shared.config.listen.allow_plaintext_password,
+    ) {
         return Err((
             Some(stream),
             refuse("28000", "rowgate requires TLS for clients that are not on loopback (the password is a bearer token); connect with sslmode=require, or set [listen] allow_plaintext_password = true"),
@@ -234,6 +235,12 @@ async fn authenticate(
     })
 }
 
+/// Whether a client may send its password (a bearer token) on this
+/// connection: over TLS, from loopback, or where the config allows plain TCP.
+fn password_allowed(tls: bool, peer: std::net::IpAddr, allow_plaintext: bool) -> bool {
+    tls || peer.is_loopback() || allow_plaintext
+}
+
 fn refuse(code: &'static str, message: &str) -> StartupEnd {
     StartupEnd::Refuse {
         code,
@@ -258,4 +265,20 @@ pub async fn send_fatal(stream: &mut Stream, code: &str, message: &str) {
         .write_all(&backend::error_response(Severity::Fatal, code, message))
         .await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::password_allowed;
+
+    #[test]
+    fn tokens_cross_plain_tcp_only_on_loopback_or_when_allowed() {
+        let remote: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let v6_loopback: std::net::IpAddr = "::1".parse().unwrap();
+        assert!(!password_allowed(false, remote, false));
+        assert!(password_allowed(true, remote, false));
+        assert!(password_allowed(false, remote, true));
+        assert!(password_allowed(false, "127.0.0.1".parse().unwrap(), false));
+        assert!(password_allowed(false, v6_loopback, false));
+    }
 }
