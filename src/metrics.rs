@@ -17,10 +17,24 @@ fn registry() -> &'static Mutex<BTreeMap<Key, &'static AtomicI64>> {
 
 /// Returns the counter for `name{reason="label"}` (label may be empty),
 /// creating it on first use. Counters live for the whole process.
+///
+/// Hot paths count every transaction, so each thread keeps its own map of
+/// counters it has used: after the first use, no lock is taken.
 pub fn counter(name: &'static str, label: &'static str) -> &'static AtomicI64 {
-    let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
-    reg.entry((name, label))
-        .or_insert_with(|| Box::leak(Box::new(AtomicI64::new(0))))
+    thread_local! {
+        static SEEN: std::cell::RefCell<std::collections::HashMap<Key, &'static AtomicI64>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    if let Some(c) = SEEN.with(|s| s.borrow().get(&(name, label)).copied()) {
+        return c;
+    }
+    let c = {
+        let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+        *reg.entry((name, label))
+            .or_insert_with(|| Box::leak(Box::new(AtomicI64::new(0))))
+    };
+    SEEN.with(|s| s.borrow_mut().insert((name, label), c));
+    c
 }
 
 /// Adds one to `name{reason="label"}`.

@@ -195,8 +195,8 @@ async fn handle_client(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     metrics::add("rowgate_clients_connected", "", 1);
     match startup::handshake(Stream::Plain(tcp), peer, &shared).await {
         Ok(ok) => {
-            let key = shared.cancels.register();
-            let session = session::Session::new(shared.clone(), ok, key);
+            let (key, cancel_slot) = shared.cancels.register();
+            let session = session::Session::new(shared.clone(), ok, key, cancel_slot);
             session.run().await;
             shared.cancels.unregister(key);
         }

@@ -159,6 +159,8 @@ pub(super) struct Session {
     pub phase: Phase,
     pub upstream: Upstream,
     pub key: (i32, i32),
+    /// Where this client's cancel requests go.
+    pub cancel_slot: Arc<super::cancel::CancelSlot>,
 }
 
 enum Event {
@@ -169,7 +171,12 @@ enum Event {
 }
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, ok: Authenticated, key: (i32, i32)) -> Session {
+    pub fn new(
+        shared: Arc<Shared>,
+        ok: Authenticated,
+        key: (i32, i32),
+        cancel_slot: Arc<super::cancel::CancelSlot>,
+    ) -> Session {
         let mut s = Session {
             client: ok.stream,
             crbuf: ok.pending,
@@ -186,6 +193,7 @@ impl Session {
             phase: Phase::Ready,
             upstream: Upstream::Detached,
             key,
+            cancel_slot,
         };
         s.encode_settings();
         s
@@ -240,7 +248,7 @@ impl Session {
                 self.fatal("XX000", &format!("rowgate internal error ({m}); the transaction was rolled back")).await
             }
         }
-        self.shared.cancels.set_target(self.key, None);
+        self.cancel_slot.set(None);
         let upstream = std::mem::replace(&mut self.upstream, Upstream::Detached);
         if let Upstream::Attached(a) = upstream {
             let clean_possible = matches!(
@@ -362,9 +370,7 @@ impl Session {
             .acquire()
             .await
             .map_err(|e| (e.sqlstate(), format!("rowgate: {e}")))?;
-        self.shared
-            .cancels
-            .set_target(self.key, Some((conn.pid, conn.secret)));
+        self.cancel_slot.set(Some((conn.pid, conn.secret)));
         self.upstream = Upstream::Attached(Box::new(Attachment {
             conn,
             expect: VecDeque::new(),
@@ -424,7 +430,7 @@ impl Session {
                 Err(e) => {
                     // Not provably clean: close it rather than lend it.
                     tracing::warn!(error = %e, "could not reset a connection after session SET; closing it");
-                    self.shared.cancels.set_target(self.key, None);
+                    self.cancel_slot.set(None);
                     self.upstream = Upstream::Detached;
                     return Ok(());
                 }
@@ -439,7 +445,7 @@ impl Session {
     /// Returns the connection to the pool (the server said it is idle).
     pub fn release(&mut self) {
         if let Upstream::Attached(a) = std::mem::replace(&mut self.upstream, Upstream::Detached) {
-            self.shared.cancels.set_target(self.key, None);
+            self.cancel_slot.set(None);
             a.conn.release();
         }
     }
