@@ -107,7 +107,7 @@ fn clients(direct: bool) -> Vec<String> {
 
 /// Runs a driver program with a time limit; the child is killed if the
 /// limit passes or the test panics.
-async fn run(mut cmd: tokio::process::Command, what: &str) -> Output {
+async fn run(cmd: tokio::process::Command, what: &str) -> Output {
     let started = std::time::Instant::now();
     let out = run_inner(cmd, what).await;
     eprintln!("{what}: {:?}", started.elapsed());

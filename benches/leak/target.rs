@@ -115,7 +115,9 @@ fn note_connection_error(e: &tokio_postgres::Error) {
 pub struct Stmts {
     pub check: Statement,
     pub insert: Statement,
-    pub set_identity: Statement,
+    /// Only the app-side safe pattern uses it; through rowgate the guard
+    /// refuses it (a client may not set the identity), so it is None there.
+    pub set_identity: Option<Statement>,
 }
 
 /// One connection and, with [`Style::Named`], its prepared statements.
@@ -157,7 +159,7 @@ impl Slot {
             slot.stmts = Some(Stmts {
                 check: slot.client.prepare(CHECK_SQL).await?,
                 insert: slot.client.prepare(INSERT_SQL).await?,
-                set_identity: slot.client.prepare(SET_IDENTITY_SQL).await?,
+                set_identity: slot.client.prepare(SET_IDENTITY_SQL).await.ok(),
             });
         }
         Ok(slot)

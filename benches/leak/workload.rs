@@ -6,7 +6,8 @@
 //! holding another user's value, is a leak.
 
 use super::target::{
-    heal, reopen, Link, Pattern, Slot, Style, Target, CHECK_SQL, INSERT_SQL, SET_IDENTITY_SQL,
+    heal, reopen, Link, Pattern, Slot, Stmts, Style, Target, CHECK_SQL, INSERT_SQL,
+    SET_IDENTITY_SQL,
 };
 use futures_util::future::{join_all, BoxFuture, FutureExt};
 use rand::rngs::StdRng;
@@ -634,7 +635,13 @@ async fn set_identity(slot: &Slot, style: Style, user: &User) -> PgResult<()> {
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
         [&user.sub, &user.claims_json, &user.org];
     match (&slot.stmts, style) {
-        (Some(s), Style::Named) => slot.client.query(&s.set_identity, &params).await?,
+        (
+            Some(Stmts {
+                set_identity: Some(st),
+                ..
+            }),
+            Style::Named,
+        ) => slot.client.query(st, &params).await?,
         _ => {
             let typed = [
                 (params[0], Type::TEXT),
