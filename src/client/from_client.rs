@@ -5,8 +5,8 @@ use super::expect::{Expect, Kind, ParseNote};
 use super::session::{Attachment, End, Phase, Session, Statement, Upstream};
 use crate::config::StatePolicy;
 use crate::guard::{
-    classify, deallocate, session_effects, session_state, Deallocate, GuardViolation, SessionState,
-    TxnEffect,
+    classify, deallocate, session_effects, session_state, Deallocate, GuardViolation, SessionOp,
+    SessionState, TxnEffect,
 };
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
@@ -311,11 +311,10 @@ impl Session {
                     Some(instead) => frontend::put_query(&mut a.out, &instead),
                     None => a.out.extend_from_slice(frame.as_bytes()),
                 }
-                if classify(sql) == TxnEffect::Outside
-                    && sql.len() >= 11
-                    && sql[..11].eq_ignore_ascii_case(b"discard all")
-                {
-                    // DISCARD ALL also drops the client's prepared statements.
+                // A lone statement that must run outside a transaction and
+                // resets everything is DISCARD ALL (RESET ALL is not
+                // `Outside`): it also drops the client's prepared statements.
+                if effect == TxnEffect::Outside && fx.ops.contains(&SessionOp::ResetAll) {
                     self.statements.clear();
                     self.unnamed = None;
                 }
