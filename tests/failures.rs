@@ -4,21 +4,13 @@
 
 mod support;
 
-use rowgate::embedded::{LocalPostgres, LocalPostgresOptions};
+use rowgate::embedded::LocalPostgres;
 use support::{pg, proxy_config, rowgate, token};
 
 /// A PostgreSQL of this test's own (the tests here restart it), with the
 /// authenticator role and the migrations.
 async fn own_postgres() -> LocalPostgres {
-    let server = tokio::task::spawn_blocking(|| {
-        LocalPostgres::start(LocalPostgresOptions {
-            superuser_password: "pw".into(),
-            ..Default::default()
-        })
-    })
-    .await
-    .unwrap()
-    .expect("postgres starts");
+    let server = support::private_postgres().await;
     let admin = support::connect(&server.superuser_url("postgres")).await;
     admin
         .batch_execute("CREATE ROLE authenticator LOGIN PASSWORD 'authpass'")

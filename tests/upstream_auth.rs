@@ -1,21 +1,14 @@
 //! rowgate logs in upstream with whatever the server asks for: SCRAM
 //! (the rest of the suite), md5 and cleartext password (here).
 
-use rowgate::embedded::{LocalPostgres, LocalPostgresOptions};
+mod support;
+
 use rowgate::upstream::{ServerConn, Target};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_and_cleartext_upstream_authentication_work() {
-    let server = tokio::task::spawn_blocking(|| {
-        LocalPostgres::start(LocalPostgresOptions {
-            superuser_password: "pw".into(),
-            ..Default::default()
-        })
-    })
-    .await
-    .unwrap()
-    .expect("postgres starts");
+    let server = support::private_postgres().await;
     let admin_url = server.superuser_url("postgres");
     let admin_target = Target::from_url(&admin_url).unwrap();
     let mut admin = ServerConn::connect(&admin_target, None, Duration::from_secs(10))

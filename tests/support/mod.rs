@@ -321,3 +321,18 @@ extern "C" fn run_exit_hooks() {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
     }
 }
+
+/// A PostgreSQL of a test's own (for tests that restart it or change its
+/// authentication), superuser password `pw`, started off the async runtime.
+/// It stops when dropped.
+pub async fn private_postgres() -> LocalPostgres {
+    tokio::task::spawn_blocking(|| {
+        LocalPostgres::start(LocalPostgresOptions {
+            superuser_password: "pw".into(),
+            ..Default::default()
+        })
+    })
+    .await
+    .expect("the start task runs")
+    .expect("postgres starts")
+}
