@@ -29,7 +29,8 @@ async fn proxy(pool: usize) -> (support::TestDb, RunningProxy) {
 }
 
 /// With the statement guard off: RESET ALL (which the guard refuses, as it
-/// would clear the identity too) is the client's own business then.
+/// would clear the identity too) is the client's own business then, and
+/// only `[session_state]` stands between a client and session state.
 async fn proxy_without_guard(pool: usize) -> (support::TestDb, RunningProxy) {
     let db = pg().new_database();
     let p = rowgate(&(proxy_config(&db, pool, "") + "[guard]\nprofile = \"off\"\n")).await;
@@ -233,6 +234,43 @@ async fn session_state_is_refused_by_default_with_advice() {
         Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
     );
     alice.batch_execute("rollback").await.unwrap();
+    assert_eq!(
+        one(&alice, "select auth.user_id()").await.as_deref(),
+        Some("user_alice")
+    );
+}
+
+#[tokio::test]
+async fn session_state_is_found_by_the_parser_even_with_the_guard_off() {
+    let (_db, proxy) = proxy_without_guard(1).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    for sql in [
+        "/* why */ LISTEN secrets",
+        "select * from pg_advisory_lock(42)",
+        "select x from (values (1)) v(x) where pg_catalog.pg_try_advisory_lock(x)",
+        "create temp view v as select 1",
+        "create type pg_temp.pair as (a int, b int)",
+        "create table t1 (a int); create temp table t2 (a int) on commit preserve rows",
+        "declare c cursor with hold for select 1",
+    ] {
+        let err = alice.simple_query(sql).await.expect_err(sql);
+        let db_err = err.as_db_error().expect(sql);
+        assert_eq!(db_err.code().code(), "0A000", "{sql}: {db_err}");
+    }
+    // Extended protocol: refused at Parse.
+    let err = alice
+        .prepare("select pg_advisory_lock_shared($1::bigint)")
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("0A000"));
+    // Words in strings, transaction-scoped locks and ON COMMIT DROP are fine.
+    alice
+        .batch_execute(
+            "select 'listen', 'pg_temp.x', 'hold'; select pg_advisory_xact_lock(7); \
+             begin; create temp table scratch (a int) on commit drop; commit",
+        )
+        .await
+        .unwrap();
     assert_eq!(
         one(&alice, "select auth.user_id()").await.as_deref(),
         Some("user_alice")

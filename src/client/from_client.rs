@@ -5,8 +5,8 @@ use super::expect::{Expect, Kind, ParseNote};
 use super::session::{Attachment, End, Phase, Session, Statement, Upstream};
 use crate::config::StatePolicy;
 use crate::guard::{
-    classify, deallocate, session_effects, session_state, Deallocate, GuardViolation, SessionOp,
-    SessionState, TxnEffect,
+    classify, deallocate, session_effects, Deallocate, GuardViolation, SessionOp, SessionState,
+    TxnEffect,
 };
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
@@ -161,12 +161,15 @@ impl Session {
             b'P' => {
                 let p = frontend::parse_parts(body)?;
                 // The guard judges what the client sent, before any rewrite.
-                let refusal = match self.shared.guard.check(query_of(p.spec)) {
-                    Err(v) => {
+                let found = self.shared.guard.inspect(query_of(p.spec));
+                let refusal = match found.violation {
+                    Some(v) => {
                         crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
                         Some(violation_error(&v))
                     }
-                    Ok(()) => session_state_refusal(&self.shared, query_of(p.spec), a),
+                    None => found
+                        .state
+                        .and_then(|state| session_state_refusal(&self.shared, state, a)),
                 };
                 if let Some(error) = refusal {
                     // A Parse that fails on purpose: the server then skips
@@ -288,12 +291,13 @@ impl Session {
             }
             b'Q' => {
                 let sql = body.strip_suffix(b"\0").unwrap_or(body);
-                if let Err(v) = self.shared.guard.check(sql) {
+                let found = self.shared.guard.inspect(sql);
+                if let Some(v) = found.violation {
                     crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
                     return self.forward_refused(violation_error(&v));
                 }
-                if let Upstream::Attached(a) = &mut self.upstream {
-                    if let Some(error) = session_state_refusal(&self.shared, sql, a) {
+                if let (Upstream::Attached(a), Some(state)) = (&mut self.upstream, found.state) {
+                    if let Some(error) = session_state_refusal(&self.shared, state, a) {
                         return self.forward_refused(error);
                     }
                 }
@@ -471,15 +475,14 @@ fn violation_error(v: &GuardViolation) -> bytes::Bytes {
     backend::error_response(backend::Severity::Error, "42501", &v.to_string())
 }
 
-/// Applies `[session_state]` to a statement text: the error to refuse it
-/// with, or None to let it run (pinning the client to its connection when
-/// the policy says so).
+/// Applies `[session_state]` to a statement that creates `state`: the
+/// error to refuse it with, or None to let it run (pinning the client to
+/// its connection when the policy says so).
 fn session_state_refusal(
     shared: &super::Shared,
-    sql: &[u8],
+    state: SessionState,
     a: &mut Attachment,
 ) -> Option<bytes::Bytes> {
-    let state = session_state(sql)?;
     match shared.config.session_state.policy(state) {
         StatePolicy::Pin => {
             if !a.pinned {

@@ -231,87 +231,6 @@ fn setting_name(lx: &mut Lexer<'_>, mut name: String) -> String {
     name
 }
 
-/// Session state that cannot follow a client from one pooled connection to
-/// another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SessionState {
-    /// `CREATE TEMP TABLE`, `SELECT ... INTO TEMP`.
-    TempTable,
-    /// `LISTEN`: notifications would go to whoever holds the connection.
-    Listen,
-    /// Session-level advisory locks (`pg_advisory_lock` and friends).
-    AdvisoryLock,
-    /// `DECLARE ... WITH HOLD`.
-    HoldCursor,
-    /// SQL-level `PREPARE name AS ...`.
-    SqlPrepare,
-}
-
-impl SessionState {
-    /// Name used in config and messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            SessionState::TempTable => "temp_tables",
-            SessionState::Listen => "listen",
-            SessionState::AdvisoryLock => "advisory_locks",
-            SessionState::HoldCursor => "hold_cursors",
-            SessionState::SqlPrepare => "sql_prepare",
-        }
-    }
-}
-
-/// Finds session state a statement text creates (every statement of it).
-/// Broad on purpose: a false alarm refuses or pins a statement that would
-/// have been harmless; a miss could hand one client's state to another.
-pub fn session_state(sql: &[u8]) -> Option<SessionState> {
-    let mut lx = Lexer { s: sql, i: 0 };
-    let mut words: Vec<String> = Vec::new();
-    let mut at_start = true;
-    while let Some(tok) = lx.next_token() {
-        match tok {
-            Token::Semicolon => {
-                at_start = true;
-                words.clear();
-            }
-            Token::Word(w) => {
-                if at_start {
-                    match w.as_str() {
-                        "listen" => return Some(SessionState::Listen),
-                        "prepare" => {
-                            // PREPARE TRANSACTION is two-phase commit, not a statement.
-                            if !matches!(lx.clone_next_word().as_deref(), Some("transaction")) {
-                                return Some(SessionState::SqlPrepare);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                at_start = false;
-                if w.starts_with("pg_advisory_lock") || w.starts_with("pg_try_advisory_lock") {
-                    return Some(SessionState::AdvisoryLock);
-                }
-                let prev = words.last().map(String::as_str);
-                if (w == "temp" || w == "temporary")
-                    && matches!(
-                        prev,
-                        Some("create" | "into" | "global" | "local" | "or" | "replace")
-                    )
-                    // ON COMMIT DROP: gone with the transaction.
-                    && !lx.statement_has(&["on", "commit", "drop"])
-                {
-                    return Some(SessionState::TempTable);
-                }
-                if w == "hold" && prev == Some("with") && words.iter().any(|x| x == "declare") {
-                    return Some(SessionState::HoldCursor);
-                }
-                words.push(w);
-            }
-            Token::Other => at_start = false,
-        }
-    }
-    None
-}
-
 /// What a lone `DEALLOCATE` statement names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Deallocate {
@@ -358,44 +277,6 @@ struct Lexer<'a> {
 }
 
 impl Lexer<'_> {
-    /// Whether the rest of the current statement holds `seq` as consecutive
-    /// words, without consuming anything.
-    fn statement_has(&self, seq: &[&str]) -> bool {
-        let mut copy = Lexer {
-            s: self.s,
-            i: self.i,
-        };
-        let mut recent: Vec<String> = Vec::new();
-        while let Some(tok) = copy.next_token() {
-            match tok {
-                Token::Semicolon => return false,
-                Token::Word(w) => {
-                    recent.push(w);
-                    if recent.len() > seq.len() {
-                        recent.remove(0);
-                    }
-                    if recent.len() == seq.len() && recent.iter().zip(seq).all(|(a, b)| a == b) {
-                        return true;
-                    }
-                }
-                Token::Other => recent.clear(),
-            }
-        }
-        false
-    }
-
-    /// The next word, without consuming it.
-    fn clone_next_word(&self) -> Option<String> {
-        let mut copy = Lexer {
-            s: self.s,
-            i: self.i,
-        };
-        match copy.next_token() {
-            Some(Token::Word(w)) => Some(w),
-            _ => None,
-        }
-    }
-
     fn peek(&self, k: usize) -> Option<u8> {
         self.s.get(self.i + k).copied()
     }
@@ -618,39 +499,6 @@ mod tests {
         assert_eq!(ops("select set_config($1, 'x', false)"), [Unknown]);
         assert_eq!(ops("SET \"app\".x = 1"), [Unknown]);
         assert!(!session_effects(b"select 1").any());
-    }
-
-    #[test]
-    fn session_state_is_found() {
-        use SessionState::*;
-        let cases: &[(&str, Option<SessionState>)] = &[
-            ("LISTEN chan", Some(Listen)),
-            ("select 1; listen x", Some(Listen)),
-            ("CREATE TEMP TABLE t (a int)", Some(TempTable)),
-            ("create global temporary table t (a int)", Some(TempTable)),
-            ("create temp table t (a int) on commit drop", None),
-            (
-                "create temp table t on commit drop as select 1; create temp table u (a int)",
-                Some(TempTable),
-            ),
-            ("select * into temp t from x", Some(TempTable)),
-            ("select pg_advisory_lock(1)", Some(AdvisoryLock)),
-            (
-                "SELECT PG_TRY_ADVISORY_LOCK_SHARED(1, 2)",
-                Some(AdvisoryLock),
-            ),
-            ("select pg_advisory_xact_lock(1)", None),
-            ("DECLARE c CURSOR WITH HOLD FOR select 1", Some(HoldCursor)),
-            ("declare c cursor for select 1", None),
-            ("PREPARE q AS select 1", Some(SqlPrepare)),
-            ("PREPARE TRANSACTION 'x'", None),
-            ("select 'listen'", None),
-            ("select temp from t", None),
-            ("notify chan", None),
-        ];
-        for (sql, want) in cases {
-            assert_eq!(session_state(sql.as_bytes()), *want, "{sql}");
-        }
     }
 
     #[test]

@@ -1,19 +1,21 @@
 //! Statement checks: where in a transaction a statement may run
-//! ([`classify`]), which statements a client may send at all ([`Guard`]),
-//! and the seal that lets the database verify the identity ([`Sealer`]).
+//! ([`classify`]), which statements a client may send at all and which
+//! session state they create ([`Guard`]), and the seal that lets the
+//! database verify the identity ([`Sealer`]).
 
 mod lexical;
 mod precheck;
 mod rules;
 mod seal;
+mod state;
 mod tree;
 
 pub use lexical::{
-    classify, deallocate, session_effects, session_state, Deallocate, SessionEffects, SessionOp,
-    SessionState, TxnEffect,
+    classify, deallocate, session_effects, Deallocate, SessionEffects, SessionOp, TxnEffect,
 };
 pub use rules::{CODE_FUNCTIONS, IDENTITY_SETTINGS, ROLE_SETTINGS};
 pub use seal::{install_seal_key, parse_key, read_key_file, SealConfig, Sealer, MIN_KEY_BYTES};
+pub use state::SessionState;
 
 use lru::LruCache;
 use precheck::PreCheck;
@@ -123,18 +125,38 @@ pub struct GuardViolation {
     pub message: String,
 }
 
-/// Checks client statements before they reach the upstream. Cheap to share
-/// across tasks (`Send + Sync`; the cache has its own lock).
+/// What one statement text holds, as far as rowgate cares.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// The first rule it breaks (never in the `off` profile).
+    pub violation: Option<GuardViolation>,
+    /// The first session state it creates, for `[session_state]`.
+    pub state: Option<SessionState>,
+}
+
+impl Findings {
+    /// Keeps the first violation and the first state seen.
+    fn note(&mut self, check: Result<(), GuardViolation>, state: Option<SessionState>) {
+        if self.violation.is_none() {
+            self.violation = check.err();
+        }
+        self.state = self.state.or(state);
+    }
+}
+
+/// Checks client statements before they reach the upstream, and finds the
+/// session state they create, from one parse. Cheap to share across tasks
+/// (`Send + Sync`; the cache has its own lock).
 pub struct Guard {
     profile: Profile,
     rules: Rules,
     precheck: PreCheck,
     allowed_oids: HashSet<u32>,
-    cache: Option<Mutex<VerdictCache>>,
+    cache: Option<Mutex<FindingsCache>>,
 }
 
-/// Statement text -> the violation it holds, if any.
-type VerdictCache = LruCache<Box<[u8]>, Option<GuardViolation>>;
+/// Statement text -> what it holds.
+type FindingsCache = LruCache<Box<[u8]>, Findings>;
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,8 +170,6 @@ impl std::fmt::Debug for Guard {
 /// How a statement was decided; for benchmarks and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
-    /// The profile is `off`.
-    Off,
     /// The lexical pre-check proved it harmless.
     PreCheck,
     /// The verdict was cached.
@@ -190,12 +210,23 @@ impl Guard {
         if allowed_oids.contains(&SET_CONFIG_OID) {
             return Err("allow_function_oids: 2078 is set_config, which is never allowed".into());
         }
-        let precheck = PreCheck::new(deny.iter().map(String::as_str));
+        // Session state is looked for in every profile, rules only when on.
+        let active = cfg.profile != Profile::Off;
+        let precheck = if active {
+            PreCheck::new(
+                deny.iter()
+                    .map(String::as_str)
+                    .chain(state::TRIGGERS.to_vec()),
+            )
+        } else {
+            PreCheck::only(state::TRIGGERS)
+        };
         let lexical = PreCheck::without_backslash(deny.iter().map(String::as_str));
         let cache = NonZeroUsize::new(cfg.cache_entries).map(|n| Mutex::new(LruCache::new(n)));
         Ok(Guard {
             profile: cfg.profile,
             rules: Rules {
+                active,
                 strict: cfg.profile == Profile::Strict,
                 protected_settings: protected,
                 protected_prefixes: prefixes,
@@ -234,36 +265,47 @@ impl Guard {
 
     /// [`Guard::check`], also saying how the verdict was reached.
     pub fn check_path(&self, sql: &[u8]) -> (Result<(), GuardViolation>, Path) {
-        if self.profile == Profile::Off {
-            return (Ok(()), Path::Off);
-        }
+        let (found, path) = self.inspect_path(sql);
+        (found.violation.map_or(Ok(()), Err), path)
+    }
+
+    /// What a Query's or Parse's SQL text holds: the rule it breaks and the
+    /// session state it creates.
+    pub fn inspect(&self, sql: &[u8]) -> Findings {
+        self.inspect_path(sql).0
+    }
+
+    /// [`Guard::inspect`], also saying how it was found.
+    pub fn inspect_path(&self, sql: &[u8]) -> (Findings, Path) {
         // The server reads a Query's text up to its first NUL.
         let sql = sql.split(|&b| b == 0).next().unwrap_or_default();
         if self.precheck.harmless(sql) {
-            return (Ok(()), Path::PreCheck);
+            return (Findings::default(), Path::PreCheck);
         }
         let cacheable = sql.len() <= MAX_CACHED_LEN;
         if let (Some(cache), true) = (&self.cache, cacheable) {
-            if let Some(verdict) = lock(cache).get(sql) {
-                return (verdict.clone().map_or(Ok(()), Err), Path::Cached);
+            if let Some(found) = lock(cache).get(sql) {
+                return (found.clone(), Path::Cached);
             }
         }
-        let verdict = self.check_parsed(sql);
+        let found = self.inspect_parsed(sql);
         if let (Some(cache), true) = (&self.cache, cacheable) {
-            lock(cache).put(sql.into(), verdict.clone().err());
+            lock(cache).put(sql.into(), found.clone());
         }
-        (verdict, Path::Parsed)
+        (found, Path::Parsed)
     }
 
     /// The full check, without pre-check or cache (for tests and benches).
     pub fn check_parsed(&self, sql: &[u8]) -> Result<(), GuardViolation> {
-        if self.profile == Profile::Off {
-            return Ok(());
-        }
+        self.inspect_parsed(sql).violation.map_or(Ok(()), Err)
+    }
+
+    /// The full inspection, without pre-check or cache.
+    pub fn inspect_parsed(&self, sql: &[u8]) -> Findings {
         // Bytes that are not UTF-8 (a LATIN1 client, say) become U+FFFD;
         // every ASCII byte, which is all the rules look at, stays as it is.
         let text = String::from_utf8_lossy(sql);
-        self.rules.check_text(&text)
+        self.rules.inspect_text(&text)
     }
 
     /// Whether the lexical pre-check alone lets `sql` through.

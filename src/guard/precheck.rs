@@ -99,22 +99,30 @@ impl PreCheck {
         Self::build(extra, false)
     }
 
+    /// A pre-check for `triggers` alone (substrings, none of the built-in
+    /// ones).
+    pub fn only(triggers: &[&str]) -> PreCheck {
+        Self::from_triggers(triggers.iter().map(|t| (*t, false)))
+    }
+
     fn build<'a>(extra: impl IntoIterator<Item = &'a str>, backslash: bool) -> PreCheck {
+        let builtin = TRIGGERS.iter().filter(|t| backslash || **t != "\\");
+        Self::from_triggers(
+            builtin
+                .map(|t| (*t, false))
+                .chain(WORD_TRIGGERS.iter().map(|t| (*t, true)))
+                .chain(extra.into_iter().map(|t| (t, false))),
+        )
+    }
+
+    /// From `(trigger, whole word only)` pairs.
+    fn from_triggers<'a>(triggers: impl IntoIterator<Item = (&'a str, bool)>) -> PreCheck {
         let mut by_first: Vec<Vec<Trigger>> = vec![Vec::new(); 256];
-        let mut add = |s: &str, word: bool| {
+        for (s, word) in triggers {
             let bytes: Box<[u8]> = s.to_ascii_lowercase().into_bytes().into();
             if let Some(&first) = bytes.first() {
                 by_first[first as usize].push(Trigger { bytes, word });
             }
-        };
-        for t in TRIGGERS.iter().filter(|t| backslash || **t != "\\") {
-            add(t, false);
-        }
-        for t in WORD_TRIGGERS {
-            add(t, true);
-        }
-        for t in extra {
-            add(t, false);
         }
         // Both tables hold every case variant, so the scan folds nothing.
         let mut single = [false; 256];

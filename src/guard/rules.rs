@@ -8,8 +8,9 @@
 //! including node types added by future PostgreSQL versions.
 
 use super::precheck::PreCheck;
+use super::state;
 use super::tree::Tree;
-use super::GuardViolation;
+use super::{Findings, GuardViolation};
 use std::collections::HashSet;
 
 /// Settings whose value is the identity (besides the configured ones).
@@ -70,10 +71,10 @@ const UNSAFE_ENCODINGS: &[&str] = &[
 ];
 
 /// `CURSOR_OPT_HOLD` in PostgreSQL's parsenodes.h.
-const CURSOR_OPT_HOLD: i64 = 0x0020;
+pub(super) const CURSOR_OPT_HOLD: i64 = 0x0020;
 
 /// `OnCommitAction::OncommitDrop` in the parse tree.
-const ON_COMMIT_DROP: i64 = 4;
+pub(super) const ON_COMMIT_DROP: i64 = 4;
 
 /// `VariableSetKind` values in the parse tree.
 const VAR_SET_VALUE: i64 = 1;
@@ -82,6 +83,9 @@ const VAR_RESET_ALL: i64 = 6;
 /// The rule set of one guard configuration.
 #[derive(Debug, Clone)]
 pub struct Rules {
+    /// False in the `off` profile: nothing is refused (session state is
+    /// still found).
+    pub active: bool,
     /// Refuse code the guard cannot see (the strict profile).
     pub strict: bool,
     /// Protected setting names, lower case.
@@ -109,30 +113,42 @@ fn refuse(rule: &'static str, message: String) -> Check {
 }
 
 impl Rules {
-    /// Checks SQL text: every statement in it, each parsed the way the
-    /// server may read it. Text the parser rejects passes (the server
-    /// rejects it too, with its own error).
-    pub fn check_text(&self, sql: &str) -> Check {
+    /// Checks SQL text and finds the session state it creates: every
+    /// statement in it, each parsed the way the server may read it. Text
+    /// the parser rejects passes (the server rejects it too, with its own
+    /// error) unless its tokens hold something a rule is about.
+    pub fn inspect_text(&self, sql: &str) -> Findings {
+        let mut found = Findings::default();
         match pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) {
-            Ok(parsed) => self.check_tree(&Tree::of(&parsed.protobuf))?,
-            Err(_) => self.unparseable(sql)?,
+            Ok(parsed) => {
+                let tree = Tree::of(&parsed.protobuf);
+                found.note(self.check_tree(&tree), state::in_tree(&tree));
+            }
+            Err(_) => found.note(self.unparseable(sql), state::in_tokens(sql)),
         }
         if sql.contains('\\') {
             // With standard_conforming_strings = off (which a client can
             // set) backslashes escape quotes in '...' strings, so where a
-            // string ends differs: check that reading too.
+            // string ends differs: read it that way too.
             let options = pg_query::ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS;
             match pg_query::parse(sql, options) {
-                Ok(parsed) => self.check_tree(&Tree::of(&parsed.protobuf))?,
+                Ok(parsed) => {
+                    let tree = Tree::of(&parsed.protobuf);
+                    found.note(self.check_tree(&tree), state::in_tree(&tree));
+                }
                 // The scanner knows only the default reading; fall back to
                 // the bytes (the pre-check, its backslash aside).
-                Err(_) if !self.lexical.harmless(sql.as_bytes()) => {
-                    return unreadable("backslashes, read with standard_conforming_strings = off")
+                Err(_) => {
+                    let check = if self.active && !self.lexical.harmless(sql.as_bytes()) {
+                        unreadable("backslashes, read with standard_conforming_strings = off")
+                    } else {
+                        Ok(())
+                    };
+                    found.note(check, state::in_bytes(sql.as_bytes()));
                 }
-                Err(_) => {}
             }
         }
-        Ok(())
+        found
     }
 
     /// Text PostgreSQL 18's grammar rejects. Usually the server rejects it
@@ -146,6 +162,9 @@ impl Rules {
     /// rule could be about.
     fn unparseable(&self, sql: &str) -> Check {
         use pg_query::protobuf::Token as T;
+        if !self.active {
+            return Ok(());
+        }
         let found = unreadable;
         let Ok(scanned) = pg_query::scan(sql) else {
             return Ok(()); // the server's lexer rejects it too
@@ -194,6 +213,9 @@ impl Rules {
 
     /// Checks a parse tree: the [`Tree`] of a `pg_query::protobuf::ParseResult`.
     pub fn check_tree(&self, tree: &Tree) -> Check {
+        if !self.active {
+            return Ok(());
+        }
         for raw in tree.field("stmts").as_slice().unwrap_or_default() {
             let stmt = raw.field("stmt");
             if let Some(("VariableSetStmt", body)) = node(stmt) {
@@ -556,7 +578,7 @@ fn is_code_function(lower: &str) -> bool {
 /// `PrepareStmt`, `ExecuteStmt`, `DeallocateStmt`, `DeclareCursorStmt`,
 /// `AConst`, `TypeCast`, `NamedArgExpr`); the tests of `ALTER ROLE ... SET`,
 /// `ALTER DATABASE ... SET`, `ALTER SYSTEM` and `CALL` fail if it changes.
-fn typed_field(key: &str) -> Option<&'static str> {
+pub(super) fn typed_field(key: &str) -> Option<&'static str> {
     match key {
         // AlterRoleSetStmt, AlterDatabaseSetStmt, AlterSystemStmt.
         "setstmt" => Some("VariableSetStmt"),
@@ -569,18 +591,18 @@ fn typed_field(key: &str) -> Option<&'static str> {
 }
 
 /// `{"node": {"Tag": body}}` (a `Node`) or `{"Tag": body}` as `(tag, body)`.
-fn node(v: &Tree) -> Option<(&'static str, &Tree)> {
+pub(super) fn node(v: &Tree) -> Option<(&'static str, &Tree)> {
     let inner = v.get("node").unwrap_or(v);
     let (tag, body) = inner.entries().first()?;
     tag.starts_with(|c: char| c.is_ascii_uppercase())
         .then_some((*tag, body))
 }
 
-fn str_field<'a>(body: &'a Tree, key: &str) -> &'a str {
+pub(super) fn str_field<'a>(body: &'a Tree, key: &str) -> &'a str {
     body.field(key).as_str().unwrap_or_default()
 }
 
-fn int(body: &Tree, key: &str) -> i64 {
+pub(super) fn int(body: &Tree, key: &str) -> i64 {
     body.field(key).as_i64().unwrap_or_default()
 }
 

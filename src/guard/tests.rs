@@ -381,6 +381,33 @@ fn function_calls_by_oid() {
 }
 
 #[test]
+fn session_state_is_found_in_every_profile() {
+    use SessionState::*;
+    for profile in [Profile::Strict, Profile::Standard, Profile::Off] {
+        let g = guard(profile).with_session_pins(true, true);
+        let state = |sql: &str| g.inspect(sql.as_bytes()).state;
+        assert_eq!(state("LISTEN chan"), Some(Listen), "{profile:?}");
+        assert_eq!(state("select pg_advisory_lock(1)"), Some(AdvisoryLock));
+        assert_eq!(
+            state("select 1; create temp table t (a int)"),
+            Some(TempTable)
+        );
+        assert_eq!(
+            state("declare c cursor with hold for select 1"),
+            Some(HoldCursor)
+        );
+        assert_eq!(state("prepare q as select 1"), Some(SqlPrepare));
+        assert_eq!(state("select 'listen'"), None);
+        // Cached with the verdict: the same answer the second time.
+        assert_eq!(state("LISTEN chan"), Some(Listen));
+    }
+    // State and refusal from one parse: both are reported.
+    let both = guard(Profile::Strict).inspect(b"listen x; set role admin");
+    assert_eq!(both.state, Some(Listen));
+    assert_eq!(both.violation.map(|v| v.rule), Some("role_switch"));
+}
+
+#[test]
 fn paths_pre_check_cache_parse() {
     let g = guard(Profile::Strict);
     let select = b"SELECT abalance FROM pgbench_accounts WHERE aid = 1;";
@@ -399,7 +426,10 @@ fn paths_pre_check_cache_parse() {
     .unwrap();
     assert_eq!(no_cache.check_path(update).1, Path::Parsed);
     assert_eq!(no_cache.check_path(update).1, Path::Parsed);
-    assert_eq!(guard(Profile::Off).check_path(bad), (Ok(()), Path::Off));
+    assert_eq!(
+        guard(Profile::Off).check_path(bad),
+        (Ok(()), Path::PreCheck)
+    );
 }
 
 #[test]
@@ -513,6 +543,19 @@ mod property {
         "collate \"C\"",
         "chr(97)",
         "||",
+        "listen ",
+        "chan ",
+        "temp ",
+        "temporary ",
+        "table ",
+        "t (a int) ",
+        "on commit drop ",
+        "pg_temp.",
+        "pg_advisory_lock(1)",
+        "pg_try_advisory_lock_shared(1, 2)",
+        "pg_advisory_xact_lock(1)",
+        "into ",
+        "as ",
     ];
 
     fn statement() -> impl Strategy<Value = String> {
@@ -548,11 +591,18 @@ mod property {
         #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
         #[test]
-        fn pre_check_never_passes_what_the_full_check_refuses(sql in statement()) {
-            for profile in [Profile::Strict, Profile::Standard] {
+        fn pre_check_never_passes_what_the_full_check_finds(sql in statement()) {
+            // Refusals and session state alike; in `off` the pre-check
+            // looks for session state only.
+            for profile in [Profile::Strict, Profile::Standard, Profile::Off] {
                 let g = guard(profile);
                 if g.precheck_passes(sql.as_bytes()) {
-                    prop_assert_eq!(g.check_parsed(sql.as_bytes()), Ok(()), "{:?}", profile);
+                    prop_assert_eq!(
+                        g.inspect_parsed(sql.as_bytes()),
+                        Findings::default(),
+                        "{:?}",
+                        profile
+                    );
                 }
             }
         }
@@ -567,7 +617,7 @@ mod property {
         fn pre_check_is_sound_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let g = guard(Profile::Strict);
             if g.precheck_passes(&bytes) {
-                prop_assert_eq!(g.check_parsed(&bytes), Ok(()));
+                prop_assert_eq!(g.inspect_parsed(&bytes), Findings::default());
             }
         }
     }
