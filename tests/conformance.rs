@@ -45,6 +45,7 @@
 //! | `-- copy-out` | `copy_out` of the SQL (`COPY ... TO STDOUT`) |
 //! | `-- repeat N` | run the step N times |
 //! | `-- pool N` | (first step of a file only) rowgate's pool size for this case |
+//! | `-- guard PROFILE` | (first step of a file only) rowgate's `[guard] profile` for this case (default `standard`) |
 //! | `-- wire` | protocol messages written by hand, one a line (below) |
 //!
 //! A case with `-- wire` steps runs on a plain socket instead of
@@ -162,10 +163,7 @@ case!(
     #[ignore = "by design: SQL PREPARE is refused by default ([session_state] sql_prepare); pin mode is tested in tests/session_params.rs"]
     sql_prepare_execute
 );
-case!(
-    #[ignore = "known limit: SET SESSION CHARACTERISTICS (default isolation) cannot be re-applied once a transaction has a snapshot (README)"]
-    session_settings
-);
+case!(session_settings);
 case!(
     #[ignore = "by design: WITH HOLD cursors are refused by default ([session_state] hold_cursors); pin mode keeps them"]
     cursor_with_hold
@@ -235,8 +233,10 @@ async fn run_case(name: &str) {
     let proxied_db = database().await;
     // The cases check parity with PostgreSQL, DO blocks and functions
     // included, which the default (strict) guard refuses: run them under
-    // the standard profile. tests/guard_adversarial.rs covers the guard.
-    let config = proxy_config(&proxied_db, case.pool, "") + "[guard]\nprofile = \"standard\"\n";
+    // the standard profile unless they say otherwise.
+    // tests/guard_adversarial.rs covers the guard.
+    let config = proxy_config(&proxied_db, case.pool, "")
+        + &format!("[guard]\nprofile = \"{}\"\n", case.guard);
     let proxy = rowgate(&config).await;
     let mut proxied = Side::proxied(&proxy, wire).await;
     let got = proxied.run(&case.steps, case.pool).await;
@@ -948,6 +948,8 @@ impl ToSql for Param {
 
 struct Case {
     pool: usize,
+    /// rowgate's `[guard] profile` for this case.
+    guard: String,
     steps: Vec<Step>,
 }
 
@@ -976,6 +978,7 @@ enum CopyData {
 fn parse_case(text: &str) -> Result<Case, String> {
     let mut case = Case {
         pool: 2,
+        guard: "standard".into(),
         steps: Vec::new(),
     };
     let mut blocks: Vec<Vec<&str>> = vec![Vec::new()];
@@ -1013,6 +1016,7 @@ fn parse_case(text: &str) -> Result<Case, String> {
                 "pool" if case.steps.is_empty() => {
                     case.pool = rest.trim().parse().map_err(|_| "pool N")?
                 }
+                "guard" if case.steps.is_empty() => case.guard = rest.trim().to_string(),
                 "param" => {
                     let (ty, v) = rest.split_once(' ').unwrap_or((rest, ""));
                     let declared = param_type(ty).ok_or(format!("unknown param type {ty}"))?;

@@ -18,6 +18,16 @@ pub struct RowgateProcess {
 impl RowgateProcess {
     /// Starts the release binary built by cargo for this bench.
     pub fn start(upstream_url: &str, pool_size: usize, pem: &Path) -> Result<Self, String> {
+        Self::start_with(upstream_url, pool_size, pem, "")
+    }
+
+    /// The same with more config appended, e.g. a `[guard]` section.
+    pub fn start_with(
+        upstream_url: &str,
+        pool_size: usize,
+        pem: &Path,
+        extra_toml: &str,
+    ) -> Result<Self, String> {
         let dir = TempDir::new("rowgate-bench-serve")?;
         let port = free_port()?;
         let metrics_port = free_port()?;
@@ -28,7 +38,7 @@ impl RowgateProcess {
             pool_size,
             pem,
             Some(&format!("127.0.0.1:{metrics_port}")),
-        );
+        ) + extra_toml;
         std::fs::write(&config, toml).map_err(|e| format!("write {}: {e}", config.display()))?;
         let log = std::fs::File::create(dir.path().join("rowgate.log"))
             .map_err(|e| format!("create rowgate.log: {e}"))?;

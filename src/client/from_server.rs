@@ -4,6 +4,7 @@
 
 use super::expect::{Expect, Kind};
 use super::session::{Attachment, End, Session, Upstream};
+use crate::guard::SessionOp;
 use crate::wire::frontend::put_sync;
 use crate::wire::{next_frame, MAX_MESSAGE_LEN};
 
@@ -38,6 +39,11 @@ impl Session {
                     _ => Route::Forward,
                 },
                 b'D' => route_of_front(a),
+                // A notice about rowgate's own statement (the warning `SET
+                // TRANSACTION` gives outside a transaction block, say) is
+                // not the client's: replies come in order, so it belongs
+                // to what the front of the queue waits for.
+                b'N' => route_of_front(a),
                 b'C' | b'I' | b's' => {
                     a.copy_in = false;
                     if frame.body().starts_with(b"ROLLBACK") {
@@ -73,14 +79,19 @@ impl Session {
                         ),
                         _ => return Err(End::UpstreamLost("malformed ParameterStatus".into())),
                     };
-                    if self
-                        .params
-                        .upstream_report(&name, &value, &self.server_params)
-                    {
-                        Route::Forward
-                    } else {
-                        Route::Swallow
+                    let resetting = a.session_fx.ops.iter().any(|op| match op {
+                        SessionOp::ResetAll => true,
+                        SessionOp::Reset(n) => n.eq_ignore_ascii_case(&name),
+                        _ => false,
+                    });
+                    let report =
+                        self.params
+                            .upstream_report(&name, &value, &self.server_params, resetting);
+                    if let Some(v) = report {
+                        self.cwbuf
+                            .extend_from_slice(&crate::wire::backend::parameter_status(&name, &v));
                     }
+                    Route::Swallow
                 }
                 b'G' => {
                     // CopyInResponse: Syncs the client sent behind the COPY
@@ -107,6 +118,18 @@ impl Session {
                     Route::Forward
                 }
                 b'Z' => {
+                    let status = frame.body().first().copied();
+                    if status == Some(b'I') && !a.txn_failed && a.session_fx.any() {
+                        let owed = self
+                            .params
+                            .report_resets(&a.session_fx.ops, &self.server_params);
+                        for (name, value) in owed {
+                            self.cwbuf
+                                .extend_from_slice(&crate::wire::backend::parameter_status(
+                                    &name, &value,
+                                ));
+                        }
+                    }
                     self.cwbuf.extend_from_slice(frame.as_bytes());
                     self.on_ready(frame.body().first().copied().unwrap_or(b'?'))?;
                     continue;
@@ -204,7 +227,7 @@ impl Session {
         }
         a.status = status;
         if status == b'I' {
-            a.identity = super::session::IdentityState::Pending;
+            a.identity = super::session::IdentityState::Pending(Default::default());
         }
         if a.expect.is_empty() && status == b'I' {
             a.txn_over = true;

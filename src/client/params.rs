@@ -9,7 +9,7 @@
 //! rowgate also owns the ParameterStatus messages a client sees: it reports
 //! its model of the client's values, not the pooled connection's.
 
-use crate::guard::SessionOp;
+use crate::guard::{SessionOp, TxnModes};
 use std::collections::BTreeMap;
 
 /// Startup parameters that are not settings (or that rowgate must not let
@@ -91,26 +91,36 @@ impl ClientParams {
     /// re-applies in every transaction, the pooled connection's own default
     /// coming back at commit, are artefacts of pooling; anything else is a
     /// change the client made, forwarded in place (before its
-    /// ReadyForQuery, as PostgreSQL sends it) and remembered.
+    /// ReadyForQuery, as PostgreSQL sends it) and remembered. Returns the
+    /// value to report, or None.
+    ///
+    /// `resetting`: the client's own `RESET` of this setting (or `RESET
+    /// ALL`) is in flight, so the report is of that reset, which takes the
+    /// client back to *its* startup value, not the pooled connection's.
     pub fn upstream_report(
         &mut self,
         name: &str,
         value: &str,
         server: &[(String, String)],
-    ) -> bool {
+        resetting: bool,
+    ) -> Option<String> {
+        let key = name.to_ascii_lowercase();
+        let value = match self.startup.get(&key) {
+            Some(own) if resetting => own.as_str(),
+            _ => value,
+        };
         if self.reported.get(name).map(String::as_str) == Some(value) {
-            return false;
+            return None;
         }
-        let managed = self.current.contains_key(&name.to_ascii_lowercase());
         let server_default = server
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str());
-        if managed && server_default == Some(value) {
-            return false;
+        if !resetting && self.current.contains_key(&key) && server_default == Some(value) {
+            return None;
         }
         self.reported.insert(name.to_owned(), value.to_owned());
-        true
+        Some(value.to_owned())
     }
 
     /// Applies what a committed transaction changed at session level, in
@@ -164,6 +174,100 @@ impl ClientParams {
     /// The settings to re-apply, in a stable order.
     pub fn settings(&self) -> impl Iterator<Item = (&str, &str)> {
         self.current.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The ParameterStatus messages owed, before the ReadyForQuery that
+    /// ends a transaction, for settings whose last change in it (`ops`)
+    /// was the client's `RESET` or `RESET ALL`. The server sends none: on
+    /// the pooled connection the value went back to where it was. Values
+    /// the client `SET` are reported after the transaction, once known.
+    pub fn report_resets(
+        &mut self,
+        ops: &[SessionOp],
+        server: &[(String, String)],
+    ) -> Vec<(String, String)> {
+        let mut owed = Vec::new();
+        for (name, server_value) in server {
+            let key = name.to_ascii_lowercase();
+            let last = ops.iter().rev().find(|op| match op {
+                SessionOp::ResetAll => true,
+                SessionOp::Reset(n) | SessionOp::Set(n) => *n == key,
+                SessionOp::Unknown => false,
+            });
+            if !matches!(last, Some(SessionOp::ResetAll | SessionOp::Reset(_))) {
+                continue;
+            }
+            let value = self.startup.get(&key).unwrap_or(server_value);
+            if self.reported.get(name) != Some(value) {
+                self.reported.insert(name.clone(), value.clone());
+                owed.push((name.clone(), value.clone()));
+            }
+        }
+        owed
+    }
+
+    /// `SET TRANSACTION ...` for the client's session characteristics
+    /// (`default_transaction_isolation`, `_read_only`, `_deferrable`: `SET
+    /// SESSION CHARACTERISTICS`, JDBC's `setTransactionIsolation`) that the
+    /// transaction's own statements (`explicit`) did not set; None when
+    /// there are none.
+    ///
+    /// Re-applying those defaults transaction-locally, like every other
+    /// setting, comes too late: a transaction takes its modes from them
+    /// when it starts. The text is made of fixed words only, never of the
+    /// client's value; a value PostgreSQL would not accept is left out.
+    pub fn characteristics(&self, explicit: TxnModes) -> Option<String> {
+        let value = |name: &str| {
+            self.current
+                .get(name)
+                .map(|v| v.trim().to_ascii_lowercase())
+        };
+        let mut modes: Vec<&str> = Vec::new();
+        if !explicit.isolation {
+            if let Some(level) = value("default_transaction_isolation") {
+                modes.extend(ISOLATION_LEVELS.iter().find(|l| l.0 == level).map(|l| l.1));
+            }
+        }
+        let mut flag = |name: &str, on: &'static str, off: &'static str| match value(name)
+            .as_deref()
+            .and_then(parse_bool)
+        {
+            Some(true) => modes.push(on),
+            Some(false) => modes.push(off),
+            None => {}
+        };
+        if !explicit.access {
+            flag("default_transaction_read_only", "READ ONLY", "READ WRITE");
+        }
+        if !explicit.deferrable {
+            flag(
+                "default_transaction_deferrable",
+                "DEFERRABLE",
+                "NOT DEFERRABLE",
+            );
+        }
+        (!modes.is_empty()).then(|| format!("SET TRANSACTION {}", modes.join(", ")))
+    }
+}
+
+/// `default_transaction_isolation` values and their `SET TRANSACTION` form.
+const ISOLATION_LEVELS: &[(&str, &str)] = &[
+    ("serializable", "ISOLATION LEVEL SERIALIZABLE"),
+    ("repeatable read", "ISOLATION LEVEL REPEATABLE READ"),
+    ("read committed", "ISOLATION LEVEL READ COMMITTED"),
+    ("read uncommitted", "ISOLATION LEVEL READ UNCOMMITTED"),
+];
+
+/// A boolean setting's value as PostgreSQL's `parse_bool` reads it
+/// (unambiguous prefixes of the words included).
+fn parse_bool(v: &str) -> Option<bool> {
+    let word = |w: &str, min: usize| v.len() >= min && w.starts_with(v);
+    match v {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ if word("true", 1) || word("yes", 1) || word("on", 2) => Some(true),
+        _ if word("false", 1) || word("no", 1) || word("off", 2) => Some(false),
+        _ => None,
     }
 }
 
@@ -293,10 +397,42 @@ mod tests {
         assert!(p.settings().any(|kv| kv == ("search_path", "app")));
         // Re-applying psql's name echoes it; the revert at commit is the
         // pooled connection's own; a client's SET passes.
-        assert!(!p.upstream_report("application_name", "psql", &server));
-        assert!(!p.upstream_report("application_name", "rowgate", &server));
-        assert!(p.upstream_report("application_name", "mine", &server));
-        assert!(!p.upstream_report("application_name", "mine", &server));
+        let report = |p: &mut ClientParams, v: &str, resetting| {
+            p.upstream_report("application_name", v, &server, resetting)
+        };
+        assert_eq!(report(&mut p, "psql", false), None);
+        assert_eq!(report(&mut p, "rowgate", false), None);
+        assert_eq!(report(&mut p, "mine", false).as_deref(), Some("mine"));
+        assert_eq!(report(&mut p, "mine", false), None);
+        // The client's RESET: the pooled connection's default comes back,
+        // the client is told its own startup value.
+        assert_eq!(report(&mut p, "rowgate", true).as_deref(), Some("psql"));
+    }
+
+    #[test]
+    fn resets_are_reported_before_the_transaction_ends() {
+        let server = s(&[("DateStyle", "ISO, MDY"), ("TimeZone", "UTC")]);
+        let mut p = ClientParams::from_startup(&s(&[("TimeZone", "Asia/Tokyo")]));
+        p.initial_report(&server);
+        let captured = BTreeMap::from([
+            ("datestyle".to_string(), Some("German, DMY".to_string())),
+            ("timezone".to_string(), Some("UTC".to_string())),
+        ]);
+        let set_both = [
+            SessionOp::Set("datestyle".into()),
+            SessionOp::Set("timezone".into()),
+        ];
+        p.apply(&set_both, &captured, &server);
+        // RESET ALL: back to the server's DateStyle and the client's own
+        // startup TimeZone.
+        let owed = p.report_resets(&[SessionOp::ResetAll], &server);
+        assert_eq!(
+            owed,
+            s(&[("DateStyle", "ISO, MDY"), ("TimeZone", "Asia/Tokyo")])
+        );
+        // A SET after the reset is reported later, once its value is known.
+        let ops = [SessionOp::ResetAll, SessionOp::Set("datestyle".into())];
+        assert_eq!(p.report_resets(&ops, &server), Vec::new());
     }
 
     #[test]
@@ -306,5 +442,46 @@ mod tests {
             r#"{"a","b\"c","d\\e","{x,y}"}"#
         );
         assert_eq!(array_literal([]), "{}");
+    }
+
+    #[test]
+    fn session_characteristics_become_set_transaction() {
+        let none = TxnModes::default();
+        let mut p = ClientParams::from_startup(&s(&[(
+            "options",
+            "-c default_transaction_isolation=SERIALIZABLE -c default_transaction_read_only=on",
+        )]));
+        assert_eq!(
+            p.characteristics(none).as_deref(),
+            Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY")
+        );
+        // What the transaction's own BEGIN set stays as it said.
+        let isolation = TxnModes {
+            isolation: true,
+            ..none
+        };
+        assert_eq!(
+            p.characteristics(isolation).as_deref(),
+            Some("SET TRANSACTION READ ONLY")
+        );
+        assert_eq!(p.characteristics(TxnModes::ALL), None);
+        // Values are never copied into the text.
+        let captured = [(
+            "default_transaction_isolation".to_string(),
+            Some("serializable'; drop table x; --".to_string()),
+        )];
+        p.apply(
+            &[SessionOp::Set("default_transaction_isolation".into())],
+            &captured.into_iter().collect(),
+            &[],
+        );
+        assert_eq!(
+            p.characteristics(none).as_deref(),
+            Some("SET TRANSACTION READ ONLY")
+        );
+        assert_eq!(ClientParams::default().characteristics(none), None);
+        assert_eq!(parse_bool("of"), Some(false));
+        assert_eq!(parse_bool("o"), None);
+        assert_eq!(parse_bool("Y"), None); // callers lower-case first
     }
 }

@@ -14,7 +14,7 @@ use super::params::{array_literal, ClientParams};
 use super::startup::Authenticated;
 use super::Shared;
 use crate::auth::{Identity, OnExpiry};
-use crate::guard::{classify, session_effects, SessionEffects, TxnEffect};
+use crate::guard::{classify, session_effects, SessionEffects, TxnEffect, TxnModes};
 use crate::upstream::PooledConn;
 use crate::wire::backend::{self, Severity};
 use crate::wire::frontend;
@@ -28,6 +28,10 @@ use tokio::io::AsyncWriteExt;
 
 /// Name of rowgate's identity statement on every upstream connection.
 pub(super) const IDENTITY_STATEMENT: &[u8] = b"rowgate_identity";
+
+/// The statement (and portal) that sets a transaction's modes from the
+/// client's session characteristics.
+pub(super) const MODES_STATEMENT: &[u8] = b"rowgate_modes";
 
 /// A client's prepared statement: its upstream name (content-addressed, so
 /// clients preparing the same text share it) and its Parse payload, kept to
@@ -106,8 +110,10 @@ pub(super) struct Attachment {
 /// Whether the identity is set in the upstream transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum IdentityState {
-    /// Not yet: the next statement that may read data gets it first.
-    Pending,
+    /// Not yet: the next statement that may read data gets it first. Holds
+    /// the transaction modes the client's own BEGIN or SET TRANSACTION set
+    /// so far, which its session characteristics must not override.
+    Pending(TxnModes),
     /// Set for the rest of this transaction.
     Set,
 }
@@ -377,7 +383,7 @@ impl Session {
             status: b'I',
             out: BytesMut::with_capacity(1024),
             unnamed_here: false,
-            identity: IdentityState::Pending,
+            identity: IdentityState::Pending(TxnModes::default()),
             session_fx: SessionEffects::default(),
             pinned: false,
             copy_in: false,
@@ -460,17 +466,41 @@ impl Session {
         let Upstream::Attached(a) = &mut self.upstream else {
             return;
         };
-        match effect {
-            TxnEffect::Plain if a.identity == IdentityState::Pending && a.status != b'E' => {}
-            TxnEffect::Ends => {
+        let explicit = match (effect, a.identity) {
+            (TxnEffect::Plain, IdentityState::Pending(modes)) if a.status != b'E' => modes,
+            (TxnEffect::Starts(modes), IdentityState::Pending(before)) => {
+                a.identity = IdentityState::Pending(before.union(modes));
+                return;
+            }
+            (TxnEffect::Ends, _) => {
                 // Whatever follows in this batch runs in a new transaction.
-                a.identity = IdentityState::Pending;
+                a.identity = IdentityState::Pending(TxnModes::default());
                 a.status = b'I';
                 return;
             }
             _ => return,
-        }
+        };
         a.identity = IdentityState::Set;
+        if let Some(sql) = self.params.characteristics(explicit) {
+            // Before the identity statement, which takes the snapshot
+            // after which no mode may change. A statement of its own name,
+            // parsed again each time: only clients that changed their
+            // session characteristics pay for it.
+            frontend::put_target(&mut a.out, b'C', b'S', MODES_STATEMENT);
+            a.expect.push_back(Expect::swallow(Kind::Close));
+            let mut spec = BytesMut::with_capacity(sql.len() + 3);
+            crate::wire::put_cstr(&mut spec, sql.as_bytes());
+            spec.extend_from_slice(&0i16.to_be_bytes()); // no parameter types
+            frontend::put_parse(&mut a.out, MODES_STATEMENT, &spec);
+            a.expect
+                .push_back(Expect::swallow(Kind::Parse(Default::default())));
+            frontend::put_bind_text(&mut a.out, MODES_STATEMENT, MODES_STATEMENT, &[]);
+            a.expect.push_back(Expect::swallow(Kind::Bind));
+            frontend::put_execute(&mut a.out, MODES_STATEMENT);
+            a.expect.push_back(Expect::swallow(Kind::Execute));
+            frontend::put_target(&mut a.out, b'C', b'P', MODES_STATEMENT);
+            a.expect.push_back(Expect::swallow(Kind::Close));
+        }
         if !a.conn.identity_prepared {
             // Close first: a client may have left a statement of this name.
             frontend::put_target(&mut a.out, b'C', b'S', IDENTITY_STATEMENT);

@@ -10,8 +10,9 @@ pub enum TxnEffect {
     Plain,
     /// BEGIN, START TRANSACTION, SET TRANSACTION: must come before any query
     /// of the transaction (isolation level, snapshot), so rowgate sets the
-    /// identity after it, before the next statement.
-    Starts,
+    /// identity after it, before the next statement. Carries the modes it
+    /// sets, which the client's session characteristics must not override.
+    Starts(TxnModes),
     /// COMMIT, ROLLBACK, END, ABORT, PREPARE TRANSACTION: ends the
     /// transaction; reads nothing.
     Ends,
@@ -19,6 +20,57 @@ pub enum TxnEffect {
     /// CREATE DATABASE, CREATE INDEX CONCURRENTLY, DISCARD ALL, ...): runs
     /// bare, without identity.
     Outside,
+}
+
+/// The transaction modes a BEGIN, START TRANSACTION or SET TRANSACTION
+/// sets explicitly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxnModes {
+    /// `ISOLATION LEVEL ...`.
+    pub isolation: bool,
+    /// `READ ONLY` / `READ WRITE`.
+    pub access: bool,
+    /// `[NOT] DEFERRABLE`.
+    pub deferrable: bool,
+}
+
+impl TxnModes {
+    /// Every mode: after `SET TRANSACTION SNAPSHOT` none may change.
+    pub const ALL: TxnModes = TxnModes {
+        isolation: true,
+        access: true,
+        deferrable: true,
+    };
+
+    /// Both sets of modes.
+    pub fn union(self, other: TxnModes) -> TxnModes {
+        TxnModes {
+            isolation: self.isolation || other.isolation,
+            access: self.access || other.access,
+            deferrable: self.deferrable || other.deferrable,
+        }
+    }
+
+    /// The modes named in the rest of one transaction-starting statement.
+    /// `READ COMMITTED` and friends are isolation levels, so only `ONLY`
+    /// and `WRITE` mark the access mode.
+    fn read(lx: &mut Lexer<'_>) -> TxnModes {
+        let mut modes = TxnModes::default();
+        while let Some(tok) = lx.next_token() {
+            match tok {
+                Token::Word(w) => match w.as_str() {
+                    "isolation" => modes.isolation = true,
+                    "only" | "write" => modes.access = true,
+                    "deferrable" => modes.deferrable = true,
+                    "snapshot" => return TxnModes::ALL,
+                    _ => {}
+                },
+                Token::Semicolon => break,
+                Token::Other => {}
+            }
+        }
+        modes
+    }
 }
 
 /// Classifies SQL text. Text holding several statements is `Plain` (the
@@ -48,8 +100,8 @@ pub fn classify(sql: &[u8]) -> TxnEffect {
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     let any = |set: &[&str]| words.iter().skip(1).any(|x| set.contains(&x.as_str()));
     let effect = match first.as_str() {
-        "begin" | "start" => TxnEffect::Starts,
-        "set" if w(1) == "transaction" => TxnEffect::Starts,
+        "begin" | "start" => TxnEffect::Starts(TxnModes::default()),
+        "set" if w(1) == "transaction" => TxnEffect::Starts(TxnModes::default()),
         "commit" | "rollback" if w(1) == "prepared" => TxnEffect::Outside,
         "rollback" | "abort" if any(&["to"]) => TxnEffect::Plain,
         "commit" | "rollback" | "end" | "abort" => TxnEffect::Ends,
@@ -71,7 +123,11 @@ pub fn classify(sql: &[u8]) -> TxnEffect {
     if effect != TxnEffect::Plain && !lx.only_this_statement(ended) {
         return TxnEffect::Plain;
     }
-    effect
+    match effect {
+        // The words past the first six may name modes too.
+        TxnEffect::Starts(_) => TxnEffect::Starts(TxnModes::read(&mut Lexer { s: sql, i: 0 })),
+        other => other,
+    }
 }
 
 /// One session-level change a statement makes, in order.
@@ -421,17 +477,46 @@ mod tests {
     use super::TxnEffect::*;
     use super::*;
 
+    const NONE: TxnModes = TxnModes {
+        isolation: false,
+        access: false,
+        deferrable: false,
+    };
+
     #[test]
     fn transaction_control_is_recognised() {
         let cases: &[(&str, TxnEffect)] = &[
-            ("BEGIN", Starts),
-            ("  begin isolation level serializable;", Starts),
-            ("/* c */ START TRANSACTION READ ONLY, DEFERRABLE", Starts),
+            ("BEGIN", Starts(NONE)),
+            (
+                "  begin isolation level serializable;",
+                Starts(TxnModes {
+                    isolation: true,
+                    ..NONE
+                }),
+            ),
+            (
+                "/* c */ START TRANSACTION READ ONLY, DEFERRABLE",
+                Starts(TxnModes {
+                    access: true,
+                    deferrable: true,
+                    ..NONE
+                }),
+            ),
+            (
+                "begin transaction isolation level read committed, read write, not deferrable",
+                Starts(TxnModes::ALL),
+            ),
             (
                 "-- x\nSET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-                Starts,
+                Starts(TxnModes {
+                    isolation: true,
+                    ..NONE
+                }),
             ),
-            ("SET TRANSACTION SNAPSHOT '00000003-0000001B-1'", Starts),
+            (
+                "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'",
+                Starts(TxnModes::ALL),
+            ),
             ("commit", Ends),
             ("END", Ends),
             ("ROLLBACK", Ends),
@@ -463,13 +548,16 @@ mod tests {
     fn several_statements_get_the_identity_first() {
         assert_eq!(classify(b"BEGIN; SELECT * FROM t"), Plain);
         assert_eq!(classify(b"COMMIT; select 1"), Plain);
-        assert_eq!(classify(b"BEGIN;;  -- done\n"), Starts);
+        assert_eq!(classify(b"BEGIN;;  -- done\n"), Starts(NONE));
         assert_eq!(classify(b"vacuum; vacuum"), Plain);
         assert_eq!(
             classify(b"set transaction isolation level repeatable read;"),
-            Starts
+            Starts(TxnModes {
+                isolation: true,
+                ..NONE
+            })
         );
-        assert_eq!(classify(b"begin;\n"), Starts);
+        assert_eq!(classify(b"begin;\n"), Starts(NONE));
     }
 
     #[test]
@@ -518,8 +606,11 @@ mod tests {
 
     #[test]
     fn quotes_and_comments_do_not_confuse_it() {
-        assert_eq!(classify(b"begin /* ; select 1 */"), Starts);
-        assert_eq!(classify(b"SET TRANSACTION SNAPSHOT ';select'"), Starts);
+        assert_eq!(classify(b"begin /* ; select 1 */"), Starts(NONE));
+        assert_eq!(
+            classify(b"SET TRANSACTION SNAPSHOT ';select'"),
+            Starts(TxnModes::ALL)
+        );
         assert_eq!(classify(b"/* unterminated"), Plain);
         assert_eq!(classify(b"'unterminated"), Plain);
         assert_eq!(classify(b"$$"), Plain);

@@ -12,6 +12,7 @@ mod tree;
 
 pub use lexical::{
     classify, deallocate, session_effects, Deallocate, SessionEffects, SessionOp, TxnEffect,
+    TxnModes,
 };
 pub use rules::{CODE_FUNCTIONS, IDENTITY_SETTINGS, ROLE_SETTINGS};
 pub use seal::{install_seal_key, parse_key, read_key_file, SealConfig, Sealer, MIN_KEY_BYTES};
