@@ -180,7 +180,7 @@ impl PreCheck {
             let end = i + t.bytes.len();
             end <= sql.len()
                 && sql[i..end].eq_ignore_ascii_case(&t.bytes)
-                && (!t.word || !(i > 0 && ident_byte(sql[i - 1]) || continues(sql, end)))
+                && (!t.word || !(i > 0 && ident_inner(sql[i - 1]) || continues(sql, end)))
         })
     }
 }
@@ -188,6 +188,13 @@ impl PreCheck {
 /// Whether the byte at `end` continues an identifier.
 fn continues(sql: &[u8], end: usize) -> bool {
     sql.get(end).is_some_and(|&b| ident_byte(b))
+}
+
+/// Bytes before a word that surely make it part of a longer identifier.
+/// Not `$` or digits: `$a$$a$do` ends a dollar-quoted string before `do`,
+/// and PostgreSQL 15 reads `1do` as a number then `do`.
+fn ident_inner(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
 /// Bytes that can continue an identifier or keyword in PostgreSQL's lexer.
@@ -254,6 +261,9 @@ mod tests {
         assert!(p.harmless(b"do$$x$$"));
         assert!(pg_query::parse("do$$x$$", 0).is_err());
         assert!(!p.harmless(b"x;do'begin end'"));
+        // After a dollar-quoted string or a number, `do` may be a word.
+        assert!(!p.harmless(b"$a$$a$do "));
+        assert!(!p.harmless(b"select 1do"));
         assert!(!p.harmless(b"insert into t values (1) on conflict do nothing"));
     }
 }
