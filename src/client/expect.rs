@@ -7,6 +7,7 @@
 //! re-prepare of a client's statement on a new connection. Entries can also
 //! carry a reply rowgate makes itself (`Emit`), released in its turn.
 
+use super::session::Statement;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -61,7 +62,7 @@ pub enum Kind {
     /// Bind → BindComplete.
     Bind,
     /// Describe → [ParameterDescription] RowDescription/NoData.
-    Describe,
+    Describe(Shape),
     /// Execute → rows, then CommandComplete/EmptyQueryResponse/PortalSuspended.
     Execute,
     /// Close → CloseComplete.
@@ -81,6 +82,19 @@ impl Kind {
     pub fn is_terminal(&self) -> bool {
         matches!(self, Kind::Sync | Kind::Query | Kind::FunctionCall)
     }
+}
+
+/// What a Describe's RowDescription/NoData is for, besides its reader.
+#[derive(Debug)]
+pub enum Shape {
+    /// Nothing more.
+    Pass,
+    /// The client describes its statement: remember the result shape it
+    /// learns, if it is the first.
+    Record(Arc<Statement>),
+    /// rowgate prepared the statement again on another connection: does
+    /// the result still have the shape the client learnt?
+    Check(Arc<Statement>),
 }
 
 /// What to undo if a Parse fails or is skipped.

@@ -1,8 +1,8 @@
 //! Messages from the client: where batches start (and transactions get
 //! their identity), and how statement names are mapped to upstream names.
 
-use super::expect::{Expect, Kind, ParseNote};
-use super::session::{Attachment, End, Phase, Session, Statement, Upstream};
+use super::expect::{Expect, Kind, ParseNote, Shape};
+use super::session::{Attachment, End, Phase, Session, ShapeCheck, Statement, Upstream};
 use crate::config::StatePolicy;
 use crate::guard::{
     classify, deallocate, session_effects, Deallocate, GuardViolation, SessionOp, SessionState,
@@ -12,6 +12,7 @@ use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
 use crate::wire::{next_frame, peek_frame_len, Frame, MAX_MESSAGE_LEN};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Whether a message of this type, arriving between batches, starts a new
@@ -111,7 +112,65 @@ impl Session {
                 }
             }
         }
+        if tag == b'B' && self.result_shape_changed(frame.body()).await? {
+            let Upstream::Attached(a) = &mut self.upstream else {
+                return Err(End::Desync("lost connection while binding"));
+            };
+            return refuse_in_batch(a, backend::cached_plan_changed());
+        }
         self.forward(frame)
+    }
+
+    /// Before a Bind: whether it names a statement whose result shape is no
+    /// longer the one the client learnt when it described it. PostgreSQL
+    /// refuses to run such a statement (0A000) on the connection it was
+    /// prepared on; rowgate prepares it again on whichever connection the
+    /// client lands on, so it asks that connection for the shape first
+    /// (one round trip, only the first time a described statement is used
+    /// on a connection) and fails the Bind the same way.
+    async fn result_shape_changed(&mut self, bind: &[u8]) -> Result<bool, End> {
+        let b = frontend::bind_parts(bind)?;
+        let Some(stmt) = self.statements.get(b.statement).cloned() else {
+            return Ok(false);
+        };
+        if stmt.stale.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let max_prepared = self.shared.pool.max_prepared();
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return Ok(false);
+        };
+        if stmt.shape.get().is_none() || a.conn.prepared.touch(&stmt.upstream) {
+            return Ok(false);
+        }
+        prepare(a, &stmt, None, true, max_prepared);
+        put_target(&mut a.out, b'D', b'S', stmt.upstream.as_bytes());
+        a.expect
+            .push_back(Expect::swallow(Kind::Describe(Shape::Check(stmt.clone()))));
+        // Without a Flush the server would hold its replies until a Sync.
+        frontend::put_flush(&mut a.out);
+        a.shape_check = ShapeCheck::Waiting;
+        loop {
+            self.flush().await?;
+            match &self.upstream {
+                Upstream::Attached(a) if a.shape_check == ShapeCheck::Waiting => {}
+                _ => break,
+            }
+            match super::session::read_upstream(&mut self.upstream).await {
+                Ok(0) => return Err(End::UpstreamLost("server closed the connection".into())),
+                Ok(_) => self.process_server_input()?,
+                Err(e) => return Err(End::UpstreamLost(e.to_string())),
+            }
+        }
+        let Upstream::Attached(a) = &mut self.upstream else {
+            return Ok(false);
+        };
+        let changed = a.shape_check == ShapeCheck::Changed;
+        a.shape_check = ShapeCheck::Idle;
+        if changed {
+            stmt.stale.store(true, Ordering::Relaxed);
+        }
+        Ok(changed)
     }
 
     /// Prepares the upstream for a batch that starts with `tag`. Returns
@@ -172,13 +231,7 @@ impl Session {
                         .and_then(|state| session_state_refusal(&self.shared, state, a)),
                 };
                 if let Some(error) = refusal {
-                    // A Parse that fails on purpose: the server then skips
-                    // to Sync and aborts a transaction block, as PostgreSQL
-                    // does for any failed Parse.
-                    put_parse(&mut a.out, b"", REFUSED_SPEC);
-                    a.unnamed_here = false;
-                    a.expect
-                        .push_back(Expect::refused(Kind::Parse(ParseNote::default()), error));
+                    refuse_in_batch(a, error)?;
                     self.drain_emits();
                     return Ok(());
                 }
@@ -262,8 +315,16 @@ impl Session {
                     None => a.out.extend_from_slice(frame.as_bytes()),
                     Some(n) => put_target(&mut a.out, b'D', b'S', n.as_bytes()),
                 }
+                // The first description of a named statement is the result
+                // shape the client will hold it to.
+                let shape = match self.statements.get(t.name) {
+                    Some(s) if t.kind == b'S' && s.shape.get().is_none() => {
+                        Shape::Record(s.clone())
+                    }
+                    _ => Shape::Pass,
+                };
                 a.expect
-                    .push_back(expect_for(Kind::Describe, t.name, name.as_ref()));
+                    .push_back(expect_for(Kind::Describe(shape), t.name, name.as_ref()));
             }
             b'C' => {
                 let t = frontend::target(body, "Close")?;
@@ -458,6 +519,17 @@ fn expect_for(kind: Kind, client: &[u8], upstream: Option<&Arc<str>>) -> Expect 
         Some(u) => Expect::renamed(kind, u, client),
         None => Expect::forward(kind),
     }
+}
+
+/// Fails an extended-protocol message with `error`: a Parse that fails on
+/// purpose goes in its place, so the server then skips to Sync and aborts
+/// a transaction block, as PostgreSQL does for any failed message.
+fn refuse_in_batch(a: &mut Attachment, error: bytes::Bytes) -> Result<(), End> {
+    put_parse(&mut a.out, b"", REFUSED_SPEC);
+    a.unnamed_here = false;
+    a.expect
+        .push_back(Expect::refused(Kind::Parse(ParseNote::default()), error));
+    Ok(())
 }
 
 /// SQL that always fails to parse; stands in for a refused statement.

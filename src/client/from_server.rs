@@ -2,8 +2,9 @@
 //! what rowgate slipped in, which are swallowed. ReadyForQuery `I` with
 //! nothing outstanding ends the transaction and frees the connection.
 
-use super::expect::{Expect, Kind};
-use super::session::{Attachment, End, Session, Upstream};
+use super::expect::{ErrorRewrite, Expect, Kind, Shape};
+use super::session::{Attachment, End, Session, ShapeCheck, Upstream};
+use bytes::Bytes;
 use crate::guard::SessionOp;
 use crate::wire::frontend::put_sync;
 use crate::wire::{next_frame, MAX_MESSAGE_LEN};
@@ -35,7 +36,7 @@ impl Session {
                 b'1' | b'2' | b'3' => pop_reply(a, frame.tag())?,
                 b't' => route_of_front(a),
                 b'T' | b'n' => match a.expect.front().map(|e| &e.kind) {
-                    Some(Kind::Describe) => pop_reply(a, frame.tag())?,
+                    Some(Kind::Describe(_)) => described(a, frame.as_bytes())?,
                     _ => Route::Forward,
                 },
                 b'D' => route_of_front(a),
@@ -57,6 +58,11 @@ impl Session {
                 b'E' => {
                     a.txn_failed = true;
                     a.copy_in = false;
+                    if a.shape_check == ShapeCheck::Waiting {
+                        // The re-prepare failed: the client gets that error.
+                        a.shape_check = ShapeCheck::Idle;
+                    }
+                    forget_changed_statement(a, frame.body());
                     if let Some(rewrite) = a.expect.front().and_then(|e| e.on_error.as_ref()) {
                         let rewritten = rewrite.apply(frame.as_bytes());
                         self.cwbuf.extend_from_slice(&rewritten);
@@ -235,6 +241,86 @@ impl Session {
         Ok(())
     }
 }
+
+/// A Describe's RowDescription or NoData (`frame`, whole): records or
+/// checks the statement's result shape, then routes it like any reply.
+fn described(a: &mut Attachment, frame: &[u8]) -> Result<Route, End> {
+    let Some(Expect { kind, swallow, .. }) = a.expect.pop_front() else {
+        return Err(End::Desync("reply with nothing in flight"));
+    };
+    match kind {
+        Kind::Describe(Shape::Record(stmt)) => {
+            // The first description is the one the client holds on to.
+            let _ = stmt.shape.set(Bytes::copy_from_slice(frame));
+        }
+        Kind::Describe(Shape::Check(stmt)) => {
+            let same = stmt
+                .shape
+                .get()
+                .is_none_or(|known| same_shape(known, frame));
+            a.shape_check = if same {
+                ShapeCheck::Same
+            } else {
+                ShapeCheck::Changed
+            };
+        }
+        _ => {}
+    }
+    Ok(if swallow { Route::Swallow } else { Route::Forward })
+}
+
+/// Whether two RowDescription/NoData frames describe the same result, as
+/// PostgreSQL compares them before it runs a cached plan: names, types and
+/// type modifiers of the columns (not the table and column numbers they
+/// came from, nor the format codes).
+fn same_shape(a: &[u8], b: &[u8]) -> bool {
+    fn columns(frame: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+        let (&tag, body) = frame.split_first()?;
+        if tag == b'n' {
+            return Some(Vec::new());
+        }
+        let mut r = crate::wire::Reader::new(body.get(4..)?, "RowDescription");
+        let n = r.bytes(2).ok().map(|b| i16::from_be_bytes([b[0], b[1]]))?;
+        let mut out = Vec::with_capacity(n.max(0) as usize);
+        for _ in 0..n {
+            let name = r.cstr().ok()?;
+            let _table_and_column = r.bytes(6).ok()?;
+            // type OID (4), length (2), modifier (4); then the format (2).
+            let ty = r.bytes(10).ok()?;
+            let _format = r.bytes(2).ok()?;
+            out.push((name, ty));
+        }
+        Some(out)
+    }
+    match (columns(a), columns(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// PostgreSQL refused to run one of rowgate's shared statements because
+/// the result shape changed since it was prepared on this connection
+/// (`cached plan must not change result type`). It stays refused there
+/// until closed, so forget it: the next Bind prepares it anew (and checks
+/// the shape against what that client learnt).
+fn forget_changed_statement(a: &mut Attachment, error: &[u8]) {
+    let Some(Expect {
+        kind: Kind::Bind,
+        on_error: Some(ErrorRewrite::Rename { from, .. }),
+        ..
+    }) = a.expect.front()
+    else {
+        return;
+    };
+    let changed = crate::wire::backend::parse_error_fields(error)
+        .is_ok_and(|f| f.code == FEATURE_NOT_SUPPORTED);
+    if changed {
+        a.conn.prepared.remove(from);
+    }
+}
+
+/// SQLSTATE of `cached plan must not change result type`.
+const FEATURE_NOT_SUPPORTED: &str = "0A000";
 
 /// Pops the entry a completion message answers, checking it is the right one.
 fn pop_reply(a: &mut Attachment, tag: u8) -> Result<Route, End> {

@@ -22,7 +22,8 @@ use crate::wire::stream::Stream;
 use crate::wire::WireError;
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 
@@ -36,6 +37,7 @@ pub(super) const MODES_STATEMENT: &[u8] = b"rowgate_modes";
 /// A client's prepared statement: its upstream name (content-addressed, so
 /// clients preparing the same text share it) and its Parse payload, kept to
 /// prepare it again on whichever connection the client lands on next.
+#[derive(Debug)]
 pub(super) struct Statement {
     pub upstream: Arc<str>,
     pub spec: Bytes,
@@ -43,6 +45,14 @@ pub(super) struct Statement {
     pub effect: TxnEffect,
     /// What executing it does to session-level settings.
     pub session: SessionEffects,
+    /// The result shape (RowDescription or NoData) the client first learnt
+    /// by describing it. PostgreSQL refuses to run a protocol-level
+    /// statement whose result shape changed since (0A000); a re-prepare on
+    /// another connection is checked against this.
+    pub shape: OnceLock<Bytes>,
+    /// A re-prepare found the shape changed: every Bind fails with 0A000,
+    /// as on PostgreSQL, until the client prepares it anew.
+    pub stale: AtomicBool,
 }
 
 impl Statement {
@@ -55,6 +65,8 @@ impl Statement {
             spec: Bytes::copy_from_slice(spec),
             effect: classify(query),
             session: session_effects(query),
+            shape: OnceLock::new(),
+            stale: AtomicBool::new(false),
         }
     }
 }
@@ -105,6 +117,22 @@ pub(super) struct Attachment {
     /// The server said the transaction is over with nothing outstanding;
     /// the connection is to be released (after a reset, if needed).
     pub txn_over: bool,
+    /// Where a re-prepared statement's result-shape check stands.
+    pub shape_check: ShapeCheck,
+}
+
+/// The check of a statement's result shape after it was prepared again on
+/// another connection (see [`Statement::shape`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ShapeCheck {
+    /// None in flight.
+    Idle,
+    /// Sent; the client's Bind waits for the answer.
+    Waiting,
+    /// The shape is the one the client knows.
+    Same,
+    /// The shape changed: the Bind fails with 0A000.
+    Changed,
 }
 
 /// Whether the identity is set in the upstream transaction.
@@ -326,7 +354,7 @@ impl Session {
     }
 
     /// Writes what is buffered for the server, then for the client.
-    async fn flush(&mut self) -> Result<(), End> {
+    pub(super) async fn flush(&mut self) -> Result<(), End> {
         if let Upstream::Attached(a) = &mut self.upstream {
             if !a.out.is_empty() {
                 tracing::trace!(bytes = a.out.len(), "write upstream");
@@ -389,6 +417,7 @@ impl Session {
             copy_in: false,
             txn_failed: false,
             txn_over: false,
+            shape_check: ShapeCheck::Idle,
         }));
         Ok(())
     }
@@ -558,7 +587,7 @@ impl Session {
 }
 
 /// Reads from the upstream if attached; never completes otherwise.
-async fn read_upstream(up: &mut Upstream) -> std::io::Result<usize> {
+pub(super) async fn read_upstream(up: &mut Upstream) -> std::io::Result<usize> {
     match up {
         Upstream::Attached(a) => {
             let conn = &mut *a.conn;

@@ -85,6 +85,28 @@ pub fn error_response(severity: Severity, code: &str, message: &str) -> Bytes {
     })
 }
 
+/// PostgreSQL's `cached plan must not change result type` (0A000), for a
+/// prepared statement whose result shape changed. With PostgreSQL's source
+/// file and routine, as the server sends them: drivers recognise the error
+/// by its routine, not by its (translatable) message (asyncpg re-prepares
+/// on `R = RevalidateCachedQuery`). The line number is left out.
+pub fn cached_plan_changed() -> Bytes {
+    build(b'E', |b| {
+        for (field, value) in [
+            (b'S', "ERROR"),
+            (b'V', "ERROR"),
+            (b'C', "0A000"),
+            (b'M', "cached plan must not change result type"),
+            (b'F', "plancache.c"),
+            (b'R', "RevalidateCachedQuery"),
+        ] {
+            b.put_u8(field);
+            put_cstr(b, value.as_bytes());
+        }
+        b.put_u8(0);
+    })
+}
+
 /// Rebuilds an ErrorResponse frame with `from` replaced by `to` in its
 /// message (`M`) field; every other field stays as the server sent it.
 pub fn rename_in_error(frame: &[u8], from: &str, to: &str) -> Bytes {

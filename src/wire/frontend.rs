@@ -237,6 +237,11 @@ pub fn put_sync(out: &mut BytesMut) {
     put_frame(out, b'S', |_| {});
 }
 
+/// Appends a Flush: the server sends what it has so far, no Sync needed.
+pub fn put_flush(out: &mut BytesMut) {
+    put_frame(out, b'H', |_| {});
+}
+
 /// Appends a simple Query.
 pub fn put_query(out: &mut BytesMut, sql: &str) {
     put_frame(out, b'Q', |b| put_cstr(b, sql.as_bytes()));
