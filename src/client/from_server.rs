@@ -4,10 +4,10 @@
 
 use super::expect::{ErrorRewrite, Expect, Kind, Shape};
 use super::session::{Attachment, End, Session, ShapeCheck, Upstream};
-use bytes::Bytes;
 use crate::guard::SessionOp;
 use crate::wire::frontend::put_sync;
 use crate::wire::{next_frame, MAX_MESSAGE_LEN};
+use bytes::Bytes;
 
 /// What to do with one server message.
 enum Route {
@@ -266,7 +266,11 @@ fn described(a: &mut Attachment, frame: &[u8]) -> Result<Route, End> {
         }
         _ => {}
     }
-    Ok(if swallow { Route::Swallow } else { Route::Forward })
+    Ok(if swallow {
+        Route::Swallow
+    } else {
+        Route::Forward
+    })
 }
 
 /// Whether two RowDescription/NoData frames describe the same result, as

@@ -1,0 +1,233 @@
+//! Where a statement stands relative to the transaction: the first words of
+//! its text, read by [`Lexer`].
+
+use super::{Lexer, Token};
+
+/// How a statement relates to the transaction around it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnEffect {
+    /// Ordinary statement: it may read data, so the identity must be set first.
+    Plain,
+    /// BEGIN, START TRANSACTION, SET TRANSACTION: must come before any query
+    /// of the transaction (isolation level, snapshot), so rowgate sets the
+    /// identity after it, before the next statement. Carries the modes it
+    /// sets, which the client's session characteristics must not override.
+    Starts(TxnModes),
+    /// COMMIT, ROLLBACK, END, ABORT, PREPARE TRANSACTION: ends the
+    /// transaction; reads nothing.
+    Ends,
+    /// Refuses to run inside a transaction block or pipeline (VACUUM,
+    /// CREATE DATABASE, CREATE INDEX CONCURRENTLY, DISCARD ALL, ...): runs
+    /// bare, without identity.
+    Outside,
+}
+
+/// The transaction modes a BEGIN, START TRANSACTION or SET TRANSACTION
+/// sets explicitly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxnModes {
+    /// `ISOLATION LEVEL ...`.
+    pub isolation: bool,
+    /// `READ ONLY` / `READ WRITE`.
+    pub access: bool,
+    /// `[NOT] DEFERRABLE`.
+    pub deferrable: bool,
+}
+
+impl TxnModes {
+    /// Every mode: after `SET TRANSACTION SNAPSHOT` none may change.
+    pub const ALL: TxnModes = TxnModes {
+        isolation: true,
+        access: true,
+        deferrable: true,
+    };
+
+    /// Both sets of modes.
+    pub fn union(self, other: TxnModes) -> TxnModes {
+        TxnModes {
+            isolation: self.isolation || other.isolation,
+            access: self.access || other.access,
+            deferrable: self.deferrable || other.deferrable,
+        }
+    }
+
+    /// The modes named in the rest of one transaction-starting statement.
+    /// `READ COMMITTED` and friends are isolation levels, so only `ONLY`
+    /// and `WRITE` mark the access mode.
+    fn read(lx: &mut Lexer<'_>) -> TxnModes {
+        let mut modes = TxnModes::default();
+        while let Some(tok) = lx.next_token() {
+            match tok {
+                Token::Word(w) => match w.as_str() {
+                    "isolation" => modes.isolation = true,
+                    "only" | "write" => modes.access = true,
+                    "deferrable" => modes.deferrable = true,
+                    "snapshot" => return TxnModes::ALL,
+                    _ => {}
+                },
+                Token::Semicolon => break,
+                Token::Other => {}
+            }
+        }
+        modes
+    }
+}
+
+/// Classifies SQL text. Text holding several statements is `Plain` (the
+/// identity goes before all of them) unless rowgate can tell otherwise.
+pub fn classify(sql: &[u8]) -> TxnEffect {
+    let mut lx = Lexer { s: sql, i: 0 };
+    let mut words: Vec<String> = Vec::with_capacity(6);
+    let mut ended = false;
+    while words.len() < 6 {
+        match lx.next_token() {
+            Some(Token::Word(w)) => words.push(w),
+            Some(Token::Semicolon) | None => {
+                ended = true;
+                break;
+            }
+            Some(Token::Other) => {
+                if words.is_empty() {
+                    return TxnEffect::Plain;
+                }
+                break;
+            }
+        }
+    }
+    let Some(first) = words.first() else {
+        return TxnEffect::Plain;
+    };
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    let any = |set: &[&str]| words.iter().skip(1).any(|x| set.contains(&x.as_str()));
+    let effect = match first.as_str() {
+        "begin" | "start" => TxnEffect::Starts(TxnModes::default()),
+        "set" if w(1) == "transaction" => TxnEffect::Starts(TxnModes::default()),
+        "commit" | "rollback" if w(1) == "prepared" => TxnEffect::Outside,
+        "rollback" | "abort" if any(&["to"]) => TxnEffect::Plain,
+        "commit" | "rollback" | "end" | "abort" => TxnEffect::Ends,
+        "prepare" if w(1) == "transaction" => TxnEffect::Ends,
+        "vacuum" | "reindex" | "discard" | "cluster" => TxnEffect::Outside,
+        "create" | "drop" | "alter"
+            if any(&[
+                "database",
+                "tablespace",
+                "subscription",
+                "system",
+                "concurrently",
+            ]) =>
+        {
+            TxnEffect::Outside
+        }
+        _ => TxnEffect::Plain,
+    };
+    if effect != TxnEffect::Plain && !lx.only_this_statement(ended) {
+        return TxnEffect::Plain;
+    }
+    match effect {
+        // The words past the first six may name modes too.
+        TxnEffect::Starts(_) => TxnEffect::Starts(TxnModes::read(&mut Lexer { s: sql, i: 0 })),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TxnEffect::*;
+    use super::*;
+
+    const NONE: TxnModes = TxnModes {
+        isolation: false,
+        access: false,
+        deferrable: false,
+    };
+
+    #[test]
+    fn transaction_control_is_recognised() {
+        let cases: &[(&str, TxnEffect)] = &[
+            ("BEGIN", Starts(NONE)),
+            (
+                "  begin isolation level serializable;",
+                Starts(TxnModes {
+                    isolation: true,
+                    ..NONE
+                }),
+            ),
+            (
+                "/* c */ START TRANSACTION READ ONLY, DEFERRABLE",
+                Starts(TxnModes {
+                    access: true,
+                    deferrable: true,
+                    ..NONE
+                }),
+            ),
+            (
+                "begin transaction isolation level read committed, read write, not deferrable",
+                Starts(TxnModes::ALL),
+            ),
+            (
+                "-- x\nSET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                Starts(TxnModes {
+                    isolation: true,
+                    ..NONE
+                }),
+            ),
+            (
+                "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'",
+                Starts(TxnModes::ALL),
+            ),
+            ("commit", Ends),
+            ("END", Ends),
+            ("ROLLBACK", Ends),
+            ("ROLLBACK TO SAVEPOINT a", Plain),
+            ("PREPARE TRANSACTION 'x'", Ends),
+            ("COMMIT PREPARED 'x'", Outside),
+            ("VACUUM ANALYZE t", Outside),
+            ("discard all", Outside),
+            ("CREATE DATABASE x", Outside),
+            ("create unique index concurrently i on t(a)", Outside),
+            ("DROP INDEX CONCURRENTLY i", Outside),
+            ("ALTER SYSTEM SET work_mem = '1MB'", Outside),
+            ("SELECT 1", Plain),
+            (
+                "set session characteristics as transaction isolation level serializable",
+                Plain,
+            ),
+            ("SET search_path = x", Plain),
+            ("create table t(a int)", Plain),
+            ("", Plain),
+            ("(select 1)", Plain),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(classify(sql.as_bytes()), *want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn several_statements_get_the_identity_first() {
+        assert_eq!(classify(b"BEGIN; SELECT * FROM t"), Plain);
+        assert_eq!(classify(b"COMMIT; select 1"), Plain);
+        assert_eq!(classify(b"BEGIN;;  -- done\n"), Starts(NONE));
+        assert_eq!(classify(b"vacuum; vacuum"), Plain);
+        assert_eq!(
+            classify(b"set transaction isolation level repeatable read;"),
+            Starts(TxnModes {
+                isolation: true,
+                ..NONE
+            })
+        );
+        assert_eq!(classify(b"begin;\n"), Starts(NONE));
+    }
+
+    #[test]
+    fn quotes_and_comments_do_not_confuse_it() {
+        assert_eq!(classify(b"begin /* ; select 1 */"), Starts(NONE));
+        assert_eq!(
+            classify(b"SET TRANSACTION SNAPSHOT ';select'"),
+            Starts(TxnModes::ALL)
+        );
+        assert_eq!(classify(b"/* unterminated"), Plain);
+        assert_eq!(classify(b"'unterminated"), Plain);
+        assert_eq!(classify(b"$$"), Plain);
+        assert_eq!(classify(b"select $a$ ; $a$"), Plain);
+    }
+}

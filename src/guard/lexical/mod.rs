@@ -1,0 +1,167 @@
+//! A small lexer for SQL text (words, quotes, comments, semicolons), and
+//! what rowgate reads with it on every simple query, where a full parse
+//! would cost too much: a statement's effect on the transaction
+//! ([`classify`]), the session settings it changes ([`session_effects`]),
+//! and a lone `DEALLOCATE` ([`deallocate`]). It never decides security: a
+//! misread statement only runs without identity (RLS then shows nothing)
+//! or gets PostgreSQL's own error; the guard and `[session_state]` read the
+//! real parse tree.
+
+mod classify;
+mod deallocate;
+mod settings;
+
+pub use classify::{classify, TxnEffect, TxnModes};
+pub use deallocate::{deallocate, Deallocate};
+pub use settings::{session_effects, SessionEffects, SessionOp};
+
+enum Token {
+    Word(String),
+    Semicolon,
+    Other,
+}
+
+struct Lexer<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Lexer<'_> {
+    fn peek(&self, k: usize) -> Option<u8> {
+        self.s.get(self.i + k).copied()
+    }
+
+    /// Skips white space and comments (`--` to end of line, nested `/* */`).
+    fn skip_blank(&mut self) {
+        loop {
+            match (self.peek(0), self.peek(1)) {
+                (Some(c), _) if c.is_ascii_whitespace() => self.i += 1,
+                (Some(b'-'), Some(b'-')) => {
+                    while let Some(c) = self.peek(0) {
+                        self.i += 1;
+                        if c == b'\n' {
+                            break;
+                        }
+                    }
+                }
+                (Some(b'/'), Some(b'*')) => {
+                    let mut depth = 0usize;
+                    while self.i < self.s.len() {
+                        match (self.peek(0), self.peek(1)) {
+                            (Some(b'/'), Some(b'*')) => {
+                                depth += 1;
+                                self.i += 2;
+                            }
+                            (Some(b'*'), Some(b'/')) => {
+                                depth -= 1;
+                                self.i += 2;
+                                if depth == 0 {
+                                    break;
+                                }
+                            }
+                            _ => self.i += 1,
+                        }
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn next_token(&mut self) -> Option<Token> {
+        self.skip_blank();
+        let c = self.peek(0)?;
+        if c == b';' {
+            self.i += 1;
+            return Some(Token::Semicolon);
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let start = self.i;
+            while matches!(self.peek(0), Some(c) if c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+            {
+                self.i += 1;
+            }
+            let word = String::from_utf8_lossy(&self.s[start..self.i]).to_ascii_lowercase();
+            return Some(Token::Word(word));
+        }
+        self.skip_other();
+        Some(Token::Other)
+    }
+
+    /// Skips one non-word token: a quoted string or identifier, a
+    /// dollar-quoted string, or a single character.
+    fn skip_other(&mut self) {
+        match self.peek(0) {
+            Some(q @ (b'\'' | b'"')) => {
+                self.i += 1;
+                while let Some(c) = self.peek(0) {
+                    self.i += 1;
+                    if c == q {
+                        if self.peek(0) == Some(q) {
+                            self.i += 1; // doubled quote
+                        } else {
+                            return;
+                        }
+                    }
+                }
+            }
+            Some(b'$') => {
+                let start = self.i;
+                let mut j = self.i + 1;
+                while matches!(self.s.get(j), Some(c) if c.is_ascii_alphanumeric() || *c == b'_') {
+                    j += 1;
+                }
+                if self.s.get(j) == Some(&b'$') {
+                    let tag = &self.s[start..=j];
+                    self.i = j + 1;
+                    while self.i < self.s.len() {
+                        if self.s[self.i..].starts_with(tag) {
+                            self.i += tag.len();
+                            return;
+                        }
+                        self.i += 1;
+                    }
+                } else {
+                    self.i += 1;
+                }
+            }
+            _ => self.i += 1,
+        }
+    }
+
+    /// Reads a plain single-quoted literal at the cursor (no escapes), for
+    /// `set_config('name', ...)`.
+    fn quoted_literal(&mut self) -> Option<String> {
+        if self.peek(0) != Some(b'\'') {
+            return None;
+        }
+        let start = self.i + 1;
+        let end = start + self.s[start..].iter().position(|&c| c == b'\'')?;
+        if self.s.get(end + 1) == Some(&b'\'') {
+            return None; // doubled quote: not a plain name
+        }
+        self.i = end + 1;
+        Some(String::from_utf8_lossy(&self.s[start..end]).into_owned())
+    }
+
+    /// Whether nothing but blanks and semicolons follows the current
+    /// statement (`ended`: its end was already read).
+    fn only_this_statement(&mut self, ended: bool) -> bool {
+        if !ended {
+            loop {
+                match self.next_token() {
+                    None => return true,
+                    Some(Token::Semicolon) => break,
+                    Some(_) => {}
+                }
+            }
+        }
+        loop {
+            match self.next_token() {
+                None => return true,
+                Some(Token::Semicolon) => {}
+                Some(_) => return false,
+            }
+        }
+    }
+}
