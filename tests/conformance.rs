@@ -147,10 +147,7 @@ case!(large_values);
 case!(large_results);
 case!(savepoints);
 case!(isolation);
-case!(
-    #[ignore = "known limit: the identity must precede the first statement of one Query, and BEGIN ISOLATION LEVEL must precede any query (README)"]
-    begin_isolation_in_one_query
-);
+case!(begin_isolation_in_one_query);
 case!(prepared_reuse);
 case!(prepared_reuse_pool1);
 case!(prepared_after_schema_change);

@@ -5,8 +5,8 @@ use super::expect::{Expect, Kind, ParseNote, Shape};
 use super::session::{Attachment, End, Phase, Session, ShapeCheck, Statement, Upstream};
 use crate::config::StatePolicy;
 use crate::guard::{
-    classify, deallocate, session_effects, Deallocate, GuardViolation, SessionOp, SessionState,
-    TxnEffect,
+    classify, deallocate, leading_modes, session_effects, Deallocate, GuardViolation, SessionOp,
+    SessionState, TxnEffect,
 };
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
@@ -289,7 +289,7 @@ impl Session {
             b'B' => {
                 let b = frontend::bind_parts(body)?;
                 let effect = self.effect_of(b.statement);
-                self.before_statement(effect);
+                self.before_statement(effect, None);
                 self.note_session_effects(b.statement);
                 let name = self.resolve(b.statement, max_prepared)?;
                 let Upstream::Attached(a) = &mut self.upstream else {
@@ -363,7 +363,11 @@ impl Session {
                     }
                 }
                 let effect = classify(sql);
-                self.before_statement(effect);
+                let leading = match effect {
+                    TxnEffect::Plain => leading_modes(sql),
+                    _ => None,
+                };
+                self.before_statement(effect, leading);
                 let fx = session_effects(sql);
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection before a query"));
@@ -393,7 +397,7 @@ impl Session {
                     crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
                     return self.forward_refused(violation_error(&v));
                 }
-                self.before_statement(TxnEffect::Plain);
+                self.before_statement(TxnEffect::Plain, None);
                 let Upstream::Attached(a) = &mut self.upstream else {
                     return Err(End::Desync("lost connection before a function call"));
                 };

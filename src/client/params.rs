@@ -9,7 +9,7 @@
 //! rowgate also owns the ParameterStatus messages a client sees: it reports
 //! its model of the client's values, not the pooled connection's.
 
-use crate::guard::{SessionOp, TxnModes};
+use crate::guard::{ModeSettings, SessionOp, TxnModes, ISOLATION_LEVELS};
 use std::collections::BTreeMap;
 
 /// Startup parameters that are not settings (or that rowgate must not let
@@ -216,47 +216,30 @@ impl ClientParams {
     /// setting, comes too late: a transaction takes its modes from them
     /// when it starts. The text is made of fixed words only, never of the
     /// client's value; a value PostgreSQL would not accept is left out.
-    pub fn characteristics(&self, explicit: TxnModes) -> Option<String> {
+    pub fn characteristics(&self, explicit: TxnModes) -> ModeSettings {
         let value = |name: &str| {
             self.current
                 .get(name)
                 .map(|v| v.trim().to_ascii_lowercase())
         };
-        let mut modes: Vec<&str> = Vec::new();
-        if !explicit.isolation {
-            if let Some(level) = value("default_transaction_isolation") {
-                modes.extend(ISOLATION_LEVELS.iter().find(|l| l.0 == level).map(|l| l.1));
-            }
-        }
-        let mut flag = |name: &str, on: &'static str, off: &'static str| match value(name)
-            .as_deref()
-            .and_then(parse_bool)
-        {
-            Some(true) => modes.push(on),
-            Some(false) => modes.push(off),
-            None => {}
+        let flag = |name: &str, skip: bool| {
+            (!skip)
+                .then(|| value(name))
+                .flatten()
+                .and_then(|v| parse_bool(&v))
         };
-        if !explicit.access {
-            flag("default_transaction_read_only", "READ ONLY", "READ WRITE");
+        let isolation = (!explicit.isolation)
+            .then(|| value("default_transaction_isolation"))
+            .flatten()
+            .and_then(|level| ISOLATION_LEVELS.iter().find(|l| l.0 == level))
+            .map(|l| l.1);
+        ModeSettings {
+            isolation,
+            read_only: flag("default_transaction_read_only", explicit.access),
+            deferrable: flag("default_transaction_deferrable", explicit.deferrable),
         }
-        if !explicit.deferrable {
-            flag(
-                "default_transaction_deferrable",
-                "DEFERRABLE",
-                "NOT DEFERRABLE",
-            );
-        }
-        (!modes.is_empty()).then(|| format!("SET TRANSACTION {}", modes.join(", ")))
     }
 }
-
-/// `default_transaction_isolation` values and their `SET TRANSACTION` form.
-const ISOLATION_LEVELS: &[(&str, &str)] = &[
-    ("serializable", "ISOLATION LEVEL SERIALIZABLE"),
-    ("repeatable read", "ISOLATION LEVEL REPEATABLE READ"),
-    ("read committed", "ISOLATION LEVEL READ COMMITTED"),
-    ("read uncommitted", "ISOLATION LEVEL READ UNCOMMITTED"),
-];
 
 /// A boolean setting's value as PostgreSQL's `parse_bool` reads it
 /// (unambiguous prefixes of the words included).
@@ -452,7 +435,7 @@ mod tests {
             "-c default_transaction_isolation=SERIALIZABLE -c default_transaction_read_only=on",
         )]));
         assert_eq!(
-            p.characteristics(none).as_deref(),
+            p.characteristics(none).sql().as_deref(),
             Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY")
         );
         // What the transaction's own BEGIN set stays as it said.
@@ -461,10 +444,10 @@ mod tests {
             ..none
         };
         assert_eq!(
-            p.characteristics(isolation).as_deref(),
+            p.characteristics(isolation).sql().as_deref(),
             Some("SET TRANSACTION READ ONLY")
         );
-        assert_eq!(p.characteristics(TxnModes::ALL), None);
+        assert_eq!(p.characteristics(TxnModes::ALL).sql(), None);
         // Values are never copied into the text.
         let captured = [(
             "default_transaction_isolation".to_string(),
@@ -476,10 +459,10 @@ mod tests {
             &[],
         );
         assert_eq!(
-            p.characteristics(none).as_deref(),
+            p.characteristics(none).sql().as_deref(),
             Some("SET TRANSACTION READ ONLY")
         );
-        assert_eq!(ClientParams::default().characteristics(none), None);
+        assert_eq!(ClientParams::default().characteristics(none).sql(), None);
         assert_eq!(parse_bool("of"), Some(false));
         assert_eq!(parse_bool("o"), None);
         assert_eq!(parse_bool("Y"), None); // callers lower-case first

@@ -14,7 +14,7 @@ use super::params::{array_literal, ClientParams};
 use super::startup::Authenticated;
 use super::Shared;
 use crate::auth::{Identity, OnExpiry};
-use crate::guard::{classify, session_effects, SessionEffects, TxnEffect, TxnModes};
+use crate::guard::{classify, session_effects, ModeSettings, SessionEffects, TxnEffect, TxnModes};
 use crate::upstream::PooledConn;
 use crate::wire::backend::{self, Severity};
 use crate::wire::frontend;
@@ -491,7 +491,10 @@ impl Session {
     ///
     /// Never in a failed transaction (`E`): the injected statement would fail
     /// and make the server skip the client's ROLLBACK.
-    pub fn before_statement(&mut self, effect: TxnEffect) {
+    ///
+    /// `leading`: the modes of a `BEGIN` that opens the client's query
+    /// string, set before the identity statement takes its snapshot.
+    pub fn before_statement(&mut self, effect: TxnEffect, leading: Option<ModeSettings>) {
         let Upstream::Attached(a) = &mut self.upstream else {
             return;
         };
@@ -510,7 +513,8 @@ impl Session {
             _ => return,
         };
         a.identity = IdentityState::Set;
-        if let Some(sql) = self.params.characteristics(explicit) {
+        let modes = self.params.characteristics(explicit);
+        if let Some(sql) = modes.overlay(leading.unwrap_or_default()).sql() {
             // Before the identity statement, which takes the snapshot
             // after which no mode may change. A statement of its own name,
             // parsed again each time: only clients that changed their

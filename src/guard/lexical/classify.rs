@@ -73,6 +73,105 @@ impl TxnModes {
     }
 }
 
+/// Transaction modes with their values, as a `SET TRANSACTION` would set
+/// them. Built from fixed words only, so its text never carries a
+/// client's bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModeSettings {
+    /// `ISOLATION LEVEL ...`, as its `SET TRANSACTION` words.
+    pub isolation: Option<&'static str>,
+    /// `READ ONLY` (true) or `READ WRITE`.
+    pub read_only: Option<bool>,
+    /// `DEFERRABLE` (true) or `NOT DEFERRABLE`.
+    pub deferrable: Option<bool>,
+}
+
+/// The isolation levels, as `default_transaction_isolation` spells them
+/// and as `SET TRANSACTION` takes them.
+pub const ISOLATION_LEVELS: &[(&str, &str)] = &[
+    ("serializable", "ISOLATION LEVEL SERIALIZABLE"),
+    ("repeatable read", "ISOLATION LEVEL REPEATABLE READ"),
+    ("read committed", "ISOLATION LEVEL READ COMMITTED"),
+    ("read uncommitted", "ISOLATION LEVEL READ UNCOMMITTED"),
+];
+
+impl ModeSettings {
+    /// These, with `over`'s where it has them.
+    pub fn overlay(self, over: ModeSettings) -> ModeSettings {
+        ModeSettings {
+            isolation: over.isolation.or(self.isolation),
+            read_only: over.read_only.or(self.read_only),
+            deferrable: over.deferrable.or(self.deferrable),
+        }
+    }
+
+    /// The `SET TRANSACTION` statement, or None when nothing is set.
+    pub fn sql(&self) -> Option<String> {
+        let mut modes: Vec<&str> = Vec::new();
+        modes.extend(self.isolation);
+        modes.extend(
+            self.read_only
+                .map(|ro| if ro { "READ ONLY" } else { "READ WRITE" }),
+        );
+        modes.extend(
+            self.deferrable
+                .map(|d| if d { "DEFERRABLE" } else { "NOT DEFERRABLE" }),
+        );
+        (!modes.is_empty()).then(|| format!("SET TRANSACTION {}", modes.join(", ")))
+    }
+
+    /// The modes of one transaction-starting statement, from after its
+    /// first word(s) to its end.
+    fn read(lx: &mut Lexer<'_>) -> ModeSettings {
+        let mut m = ModeSettings::default();
+        let mut prev = String::new();
+        let mut level = String::new();
+        while let Some(tok) = lx.next_token() {
+            let Token::Word(w) = tok else {
+                if matches!(tok, Token::Semicolon) {
+                    break;
+                }
+                prev.clear();
+                continue;
+            };
+            match (prev.as_str(), w.as_str()) {
+                ("level", _) => level = w.clone(),
+                ("repeatable" | "read", "read" | "committed" | "uncommitted")
+                    if !level.is_empty() =>
+                {
+                    level = format!("{level} {w}");
+                }
+                ("read", "only") => m.read_only = Some(true),
+                ("read", "write") => m.read_only = Some(false),
+                ("not", "deferrable") => m.deferrable = Some(false),
+                (_, "deferrable") => m.deferrable = Some(true),
+                _ => {}
+            }
+            if let Some((_, words)) = ISOLATION_LEVELS.iter().find(|(l, _)| *l == level) {
+                m.isolation = Some(words);
+                level.clear();
+            }
+            prev = w;
+        }
+        m
+    }
+}
+
+/// For a text whose first statement starts a transaction block and more
+/// statements follow (`BEGIN ISOLATION LEVEL ...; SELECT ...`, as `psql -c`
+/// sends it): the modes that first statement sets. rowgate sets the
+/// identity before the whole text, and the isolation level must be set
+/// before that statement takes a snapshot.
+pub fn leading_modes(sql: &[u8]) -> Option<ModeSettings> {
+    let mut lx = Lexer { s: sql, i: 0 };
+    match lx.next_token() {
+        Some(Token::Word(w)) if w == "begin" || w == "start" => {}
+        _ => return None,
+    }
+    let modes = ModeSettings::read(&mut lx);
+    (modes != ModeSettings::default() && lx.next_token().is_some()).then_some(modes)
+}
+
 /// Classifies SQL text. Text holding several statements is `Plain` (the
 /// identity goes before all of them) unless rowgate can tell otherwise.
 pub fn classify(sql: &[u8]) -> TxnEffect {
@@ -216,6 +315,30 @@ mod tests {
             })
         );
         assert_eq!(classify(b"begin;\n"), Starts(NONE));
+    }
+
+    #[test]
+    fn a_leading_begin_gives_its_modes_as_fixed_words() {
+        let modes = |sql: &str| leading_modes(sql.as_bytes()).and_then(|m| m.sql());
+        assert_eq!(
+            modes("begin transaction isolation level repeatable read; select 1").as_deref(),
+            Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        );
+        assert_eq!(
+            modes("START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY, NOT DEFERRABLE; x")
+                .as_deref(),
+            Some("SET TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY, NOT DEFERRABLE")
+        );
+        assert_eq!(
+            modes("begin read write isolation level serializable; select 1").as_deref(),
+            Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE")
+        );
+        // A lone BEGIN is classified as Starts instead; no modes, no text.
+        assert_eq!(modes("begin isolation level serializable"), None);
+        assert_eq!(modes("begin; select 1"), None);
+        assert_eq!(modes("select 1; begin isolation level serializable"), None);
+        // Words it does not know are not copied anywhere.
+        assert_eq!(modes("begin isolation level bogus'); select 1"), None);
     }
 
     #[test]

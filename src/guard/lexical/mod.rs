@@ -11,7 +11,7 @@ mod classify;
 mod deallocate;
 mod settings;
 
-pub use classify::{classify, TxnEffect, TxnModes};
+pub use classify::{classify, leading_modes, ModeSettings, TxnEffect, TxnModes, ISOLATION_LEVELS};
 pub use deallocate::{deallocate, Deallocate};
 pub use settings::{session_effects, SessionEffects, SessionOp};
 
