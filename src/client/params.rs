@@ -23,21 +23,64 @@ const NOT_SETTINGS: &[&str] = &[
     "session_authorization",
 ];
 
-/// One client's parameters.
+/// One client's parameters. Every client holds one, idle or not, so it is
+/// kept small: a handful of settings in sorted vectors, and of what the
+/// client was told only where it differs from the server.
 #[derive(Debug, Default)]
 pub struct ClientParams {
     /// Values from the startup packet (what `RESET ALL` returns to).
-    startup: BTreeMap<String, String>,
+    startup: Settings,
     /// Values in force for the client now, by lower-cased name.
-    current: BTreeMap<String, String>,
-    /// ParameterStatus values the client was told, by canonical name.
-    reported: BTreeMap<String, String>,
+    current: Settings,
+    /// ParameterStatus values the client was told, by canonical name,
+    /// where they differ from the server's (see [`ClientParams::told`]).
+    reported: Settings,
+}
+
+/// A few `name -> value` pairs, sorted by name: smaller than a `BTreeMap`
+/// (whose every node holds room for eleven) for the one to five entries a
+/// client usually has.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Settings(Vec<(String, String)>);
+
+impl Settings {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name))
+    }
+    fn get(&self, name: &str) -> Option<&String> {
+        self.find(name).ok().map(|i| &self.0[i].1)
+    }
+    fn contains_key(&self, name: &str) -> bool {
+        self.find(name).is_ok()
+    }
+    fn insert(&mut self, name: String, value: String) {
+        match self.find(&name) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
+    }
+    fn remove(&mut self, name: &str) {
+        if let Ok(i) = self.find(name) {
+            self.0.remove(i);
+        }
+    }
+    fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+/// The server's value of a reported parameter.
+fn server_value<'a>(server: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    server
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 impl ClientParams {
     /// Parameters from a StartupMessage (including `options=-c x=y`).
     pub fn from_startup(params: &[(String, String)]) -> ClientParams {
-        let mut startup = BTreeMap::new();
+        let mut startup = Settings::default();
         for (k, v) in params {
             let k = k.to_ascii_lowercase();
             if k == "options" {
@@ -50,11 +93,13 @@ impl ClientParams {
         }
         // PostgreSQL reports the application_name a client gave, or an
         // empty one; never the pooled connection's own.
-        startup.entry("application_name".into()).or_default();
+        if !startup.contains_key("application_name") {
+            startup.insert("application_name".into(), String::new());
+        }
         ClientParams {
             current: startup.clone(),
             startup,
-            reported: BTreeMap::new(),
+            reported: Settings::default(),
         }
     }
 
@@ -80,7 +125,7 @@ impl ClientParams {
                 .get(&name.to_ascii_lowercase())
                 .unwrap_or(server_value)
                 .clone();
-            self.reported.insert(name.clone(), value.clone());
+            self.tell(name, &value, server);
             out.push((name.clone(), value));
         }
         out
@@ -109,18 +154,16 @@ impl ClientParams {
             Some(own) if resetting => own.as_str(),
             _ => value,
         };
-        if self.reported.get(name).map(String::as_str) == Some(value) {
+        if self.told(name, server) == Some(value) {
             return None;
         }
-        let server_default = server
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str());
+        let server_default = server_value(server, name);
         if !resetting && self.current.contains_key(&key) && server_default == Some(value) {
             return None;
         }
-        self.reported.insert(name.to_owned(), value.to_owned());
-        Some(value.to_owned())
+        let value = value.to_owned();
+        self.tell(name, &value, server);
+        Some(value)
     }
 
     /// Applies what a committed transaction changed at session level, in
@@ -163,12 +206,31 @@ impl ClientParams {
                 .current
                 .get(&name.to_ascii_lowercase())
                 .unwrap_or(server_value);
-            if self.reported.get(name) != Some(value) {
-                self.reported.insert(name.clone(), value.clone());
-                owed.push((name.clone(), value.clone()));
+            if self.told(name, server) != Some(value.as_str()) {
+                let value = value.clone();
+                self.tell(name, &value, server);
+                owed.push((name.clone(), value));
             }
         }
         owed
+    }
+
+    /// What the client was last told of `name`: its own value where it
+    /// differs from the server's, else the server's.
+    fn told<'a>(&'a self, name: &str, server: &'a [(String, String)]) -> Option<&'a str> {
+        self.reported
+            .get(name)
+            .map(String::as_str)
+            .or_else(|| server_value(server, name))
+    }
+
+    /// Remembers that the client was told `value` for `name`.
+    fn tell(&mut self, name: &str, value: &str, server: &[(String, String)]) {
+        if server_value(server, name) == Some(value) {
+            self.reported.remove(name);
+        } else {
+            self.reported.insert(name.to_owned(), value.to_owned());
+        }
     }
 
     /// The settings to re-apply, in a stable order.
@@ -198,9 +260,10 @@ impl ClientParams {
                 continue;
             }
             let value = self.startup.get(&key).unwrap_or(server_value);
-            if self.reported.get(name) != Some(value) {
-                self.reported.insert(name.clone(), value.clone());
-                owed.push((name.clone(), value.clone()));
+            if self.told(name, server) != Some(value.as_str()) {
+                let value = value.clone();
+                self.tell(name, &value, server);
+                owed.push((name.clone(), value));
             }
         }
         owed

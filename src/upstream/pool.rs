@@ -117,7 +117,9 @@ impl Pool {
                 pool: self.inner.clone(),
             });
         }
-        let conn = self.connect_with_backoff(started).await?;
+        // Boxed: connecting (TLS, SCRAM) is a large future, and inline it
+        // would size every client's task, idle or not, for this rare path.
+        let conn = Box::pin(self.connect_with_backoff(started)).await?;
         metrics::incr("rowgate_upstream_connects_total", "");
         metrics::add("rowgate_upstream_connections", "", 1);
         *self
