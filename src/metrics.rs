@@ -67,21 +67,6 @@ pub fn render() -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_render_with_and_without_label() {
-        incr("rowgate_test_total", "");
-        incr("rowgate_test_refused_total", "expired");
-        incr("rowgate_test_refused_total", "expired");
-        let text = render();
-        assert!(text.contains("rowgate_test_total 1\n"));
-        assert!(text.contains("rowgate_test_refused_total{reason=\"expired\"} 2\n"));
-    }
-}
-
 /// Serves `GET /metrics` (any path, really) in the Prometheus text format on
 /// `addr`, in the background.
 pub async fn serve(addr: &str) -> std::io::Result<std::net::SocketAddr> {
@@ -104,4 +89,19 @@ pub async fn serve(addr: &str) -> std::io::Result<std::net::SocketAddr> {
         }
     });
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_with_and_without_label() {
+        incr("rowgate_test_total", "");
+        incr("rowgate_test_refused_total", "expired");
+        incr("rowgate_test_refused_total", "expired");
+        let text = render();
+        assert!(text.contains("rowgate_test_total 1\n"));
+        assert!(text.contains("rowgate_test_refused_total{reason=\"expired\"} 2\n"));
+    }
 }

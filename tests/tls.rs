@@ -209,7 +209,9 @@ async fn tls_on_both_sides() {
 
     // verify-full with the right CA works; with the web roots it fails with
     // a clear error instead of connecting unverified.
-    let good = format!("{url}").replace("sslmode=require", "sslmode=verify-full");
+    let good = url
+        .to_string()
+        .replace("sslmode=require", "sslmode=verify-full");
     let ca = format!("tls_ca_file = \"{}\"", dir.join("ca.pem").display());
     let verified_proxy = support::rowgate(&config(&db, &good, &dir, &ca)).await;
     let c = verified_proxy.connect(&token("user_bob")).await.unwrap();

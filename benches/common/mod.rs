@@ -474,6 +474,8 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
 
 /// Raises this process's open-file limit as far as allowed; children
 /// inherit it. Returns the soft limit now in force.
+// rlim_t is u64 on Linux x86_64 but not everywhere: the casts stay.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_nofile(want: u64) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -38,13 +38,16 @@ impl PoolError {
     }
 }
 
+/// The parameters the server reports at startup (name, value).
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
 struct Inner {
     target: Target,
     tls: Option<Arc<rustls::ClientConfig>>,
     cfg: UpstreamConfig,
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
-    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    server_params: Mutex<Option<ServerParams>>,
 }
 
 /// A shared handle to the pool.
@@ -179,7 +182,7 @@ impl Pool {
 
     /// The server's ParameterStatus values (server_version, ...), opening a
     /// connection first if none was ever opened.
-    pub async fn server_params(&self) -> Result<Arc<Vec<(String, String)>>, PoolError> {
+    pub async fn server_params(&self) -> Result<ServerParams, PoolError> {
         if let Some(p) = self
             .inner
             .server_params
