@@ -241,6 +241,25 @@ async fn session_state_is_refused_by_default_with_advice() {
 }
 
 #[tokio::test]
+async fn a_setting_changed_inside_a_do_block_does_not_reach_the_next_client() {
+    // The standard profile lets DO blocks through; rowgate cannot see into
+    // them, so a `set_config` it cannot read as a call makes it reset the
+    // connection after the transaction.
+    let db = pg().new_database();
+    let proxy = rowgate(&(proxy_config(&db, 1, "") + "[guard]\nprofile = \"standard\"\n")).await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    let default = one(&bob, "show work_mem").await;
+    alice
+        .batch_execute("do $$ begin perform set_config('work_mem', '77kB', false); end $$")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(one(&bob, "show work_mem").await, default);
+    }
+}
+
+#[tokio::test]
 async fn session_state_is_found_by_the_parser_even_with_the_guard_off() {
     let (_db, proxy) = proxy_without_guard(1).await;
     let alice = proxy.connect(&token("user_alice")).await.unwrap();

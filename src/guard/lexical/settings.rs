@@ -51,9 +51,44 @@ impl SessionEffects {
 
 /// Finds session-level setting changes in SQL text (every statement of it).
 /// Conservative where it cannot tell: a `set_config` call counts as a
-/// session change of its literal name, or of an unknown one.
+/// session change of its literal name, or of an unknown one, and so does
+/// `set_config` where the lexer cannot see it as a call (inside a
+/// dollar-quoted `DO` body, say) or a `U&` identifier that might spell it.
+/// Changes made inside functions are not seen.
 pub fn session_effects(sql: &[u8]) -> SessionEffects {
     let mut fx = SessionEffects::default();
+    // Every form needs one of these bytes: SET, RESET and set_config hold
+    // `set` (which can be neither quoted away nor escaped but with `U&`),
+    // DISCARD ALL holds `discard`. Most statements hold none.
+    if !contains_ignore_case(sql, b"set")
+        && !contains_ignore_case(sql, b"discard")
+        && !contains_ignore_case(sql, b"u&")
+    {
+        return fx;
+    }
+    let calls = scan(sql, &mut fx);
+    if count_ignore_case(sql, b"set_config") > calls || contains_ignore_case(sql, b"u&") {
+        fx.ops.push(SessionOp::Unknown);
+    }
+    fx
+}
+
+/// Whether `hay` holds `needle` (lower case), ASCII case aside.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    count_ignore_case(hay, needle) > 0
+}
+
+/// How often `hay` holds `needle` (lower case), ASCII case aside.
+fn count_ignore_case(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .filter(|w| w.eq_ignore_ascii_case(needle))
+        .count()
+}
+
+/// The statement-by-statement reading of [`session_effects`]; returns the
+/// number of `set_config` calls it read.
+fn scan(sql: &[u8], fx: &mut SessionEffects) -> usize {
+    let mut calls = 0;
     let mut lx = Lexer { s: sql, i: 0 };
     let mut at_start = true;
     let mut prev_word = String::new();
@@ -66,7 +101,7 @@ pub fn session_effects(sql: &[u8]) -> SessionEffects {
             Token::Word(w) if at_start => {
                 at_start = false;
                 match w.as_str() {
-                    "set" => set_statement(&mut lx, &mut fx),
+                    "set" => set_statement(&mut lx, fx),
                     "reset" => match lx.next_token() {
                         Some(Token::Word(n)) if n == "all" => fx.ops.push(SessionOp::ResetAll),
                         Some(Token::Word(n)) if n == "role" || n == "session" => {
@@ -90,6 +125,7 @@ pub fn session_effects(sql: &[u8]) -> SessionEffects {
             Token::Other => {
                 // `set_config(` — the opening parenthesis right after the word.
                 if prev_word == "set_config" && lx.s.get(lx.i - 1) == Some(&b'(') {
+                    calls += 1;
                     lx.skip_blank();
                     match lx.quoted_literal() {
                         Some(name) => fx.ops.push(SessionOp::Set(name.to_ascii_lowercase())),
@@ -100,7 +136,7 @@ pub fn session_effects(sql: &[u8]) -> SessionEffects {
             }
         }
     }
-    fx
+    calls
 }
 
 /// After `SET`: which session setting the statement changes.
@@ -190,6 +226,20 @@ mod tests {
         assert_eq!(ops("discard all"), [ResetAll]);
         assert_eq!(ops("select set_config($1, 'x', false)"), [Unknown]);
         assert_eq!(ops("SET \"app\".x = 1"), [Unknown]);
+        // set_config the lexer cannot read as a call still counts.
+        assert_eq!(
+            ops("do $$ begin perform set_config('work_mem', '1MB', false); end $$"),
+            [Unknown]
+        );
+        assert_eq!(
+            ops("select U&\"\\0073et_config\"('work_mem', '1MB', false)"),
+            [Unknown]
+        );
+        assert_eq!(
+            ops("select set_config('a.b', 'x', false), 'set_config'"),
+            [set("a.b"), Unknown]
+        );
+        assert_eq!(ops("select 1 from pgbench_accounts where aid = 7"), []);
         assert!(!session_effects(b"select 1").any());
     }
 }
