@@ -472,6 +472,28 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Runs a bench's async body on a multi-thread runtime. Its error, or the
+/// runtime's, is printed under `name`; None then.
+pub fn block_on<T>(
+    name: &str,
+    body: impl std::future::Future<Output = Result<T, String>>,
+) -> Option<T> {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return None;
+        }
+    };
+    runtime
+        .block_on(body)
+        .map_err(|e| eprintln!("{name}: {e}"))
+        .ok()
+}
+
 /// Raises this process's open-file limit as far as allowed; children
 /// inherit it. Returns the soft limit now in force.
 // rlim_t is u64 on Linux x86_64 but not everywhere: the casts stay.

@@ -69,23 +69,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("guard_ab bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("guard_ab bench: {e}");
-            ExitCode::FAILURE
-        }
+    match common::block_on("guard_ab bench", run(Args::parse())) {
+        Some(()) => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
     }
 }
 
@@ -113,20 +99,7 @@ async fn run(args: Args) -> Result<(), String> {
     let cluster = Cluster::start(200, "guardbench").await?;
     let signer = Signer::new()?;
     let bin = pgbench::binary()?;
-    let superuser = Conn {
-        port: cluster.port(),
-        user: "postgres".into(),
-        password: cluster.superuser_password.clone(),
-        dbname: cluster.db.clone(),
-    };
-    println!("pgbench -i -s {} ...", args.scale);
-    pgbench::initialize(&bin, &superuser, args.scale)?;
-    cluster
-        .admin()
-        .await?
-        .batch_execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO rowgate_user")
-        .await
-        .map_err(|e| format!("grant: {}", common::pg_error(&e)))?;
+    pgbench::setup_tables(&bin, &cluster, args.scale, "SELECT").await?;
     let url = cluster.authenticator_url();
     let pem = signer.public_pem_path();
     let on = RowgateProcess::start_with(&url, args.pool, pem, "[guard]\nprofile = \"strict\"\n")?;

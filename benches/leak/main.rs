@@ -77,27 +77,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("leak bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
+    match common::block_on("leak bench", run(Args::parse())) {
+        Some(true) => ExitCode::SUCCESS,
+        Some(false) => {
             eprintln!("leak bench: rowgate leaked or failed to finish; see above");
             ExitCode::FAILURE
         }
-        Err(e) => {
-            eprintln!("leak bench: {e}");
-            ExitCode::FAILURE
-        }
+        None => ExitCode::FAILURE,
     }
 }
 

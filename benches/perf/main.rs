@@ -72,23 +72,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("perf bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("perf bench: {e}");
-            ExitCode::FAILURE
-        }
+    match common::block_on("perf bench", run(Args::parse())) {
+        Some(()) => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
     }
 }
 
@@ -171,22 +157,7 @@ async fn pgbench_matrix(
     report: &mut Value,
 ) -> Result<Vec<Row>, String> {
     let bin = pgbench::binary()?;
-    let superuser = Conn {
-        port: cluster.port(),
-        user: "postgres".into(),
-        password: cluster.superuser_password.clone(),
-        dbname: cluster.db.clone(),
-    };
-    println!("pgbench -i -s {} ...", args.scale);
-    pgbench::initialize(&bin, &superuser, args.scale)?;
-    cluster
-        .admin()
-        .await?
-        .batch_execute(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO rowgate_user",
-        )
-        .await
-        .map_err(|e| format!("grant: {}", common::pg_error(&e)))?;
+    pgbench::setup_tables(&bin, cluster, args.scale, "SELECT, INSERT, UPDATE, DELETE").await?;
 
     let rowgate = RowgateProcess::start(
         &cluster.authenticator_url(),

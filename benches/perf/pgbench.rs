@@ -168,6 +168,33 @@ pub fn initialize(bin: &Path, conn: &Conn, scale: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// pgbench's tables at `scale` in the cluster's database, made by the
+/// superuser, with `privileges` on them for rowgate's role (no RLS: the
+/// point is the proxy's cost).
+pub async fn setup_tables(
+    bin: &Path,
+    cluster: &super::common::Cluster,
+    scale: u32,
+    privileges: &str,
+) -> Result<(), String> {
+    let superuser = Conn {
+        port: cluster.port(),
+        user: "postgres".into(),
+        password: cluster.superuser_password.clone(),
+        dbname: cluster.db.clone(),
+    };
+    println!("pgbench -i -s {scale} ...");
+    initialize(bin, &superuser, scale)?;
+    cluster
+        .admin()
+        .await?
+        .batch_execute(&format!(
+            "GRANT {privileges} ON ALL TABLES IN SCHEMA public TO rowgate_user"
+        ))
+        .await
+        .map_err(|e| format!("grant: {}", super::common::pg_error(&e)))
+}
+
 /// pgbench beside the server binaries.
 pub fn binary() -> Result<PathBuf, String> {
     let dir = rowgate::embedded::find_bin_dir().map_err(|e| e.to_string())?;
