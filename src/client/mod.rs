@@ -96,11 +96,18 @@ impl Server {
 /// `$3` counts the client's own settings at the front; for the rest (the
 /// identity), a session-level value someone left on the pooled connection
 /// is first cleared, so it cannot surface after this transaction either.
+///
+/// Rows are applied in order (a function scan in a plain SELECT), so the
+/// identity, last, wins over a client setting of the same name.
 fn identity_spec() -> Bytes {
+    // No rows come back: concat() evaluates both calls for every setting
+    // (a function's arguments are all evaluated; AND/OR could skip one)
+    // and is never NULL, so the WHERE drops every row. The values, the
+    // claims JSON among them, then do not travel back on every transaction.
     let sql =
-        "SELECT CASE WHEN o > $3::int THEN set_config(n, CASE n WHEN 'role' THEN 'none' ELSE '' END, false) END, \
-               set_config(n, v, true) \
-               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(n, v, o)";
+        "SELECT FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(n, v, o) \
+         WHERE concat(CASE WHEN o > $3::int THEN set_config(n, CASE n WHEN 'role' THEN 'none' ELSE '' END, false) END, \
+                      set_config(n, v, true)) IS NULL";
     let mut spec = BytesMut::new();
     crate::wire::put_cstr(&mut spec, sql.as_bytes());
     spec.put_i16(0);
