@@ -51,25 +51,16 @@ impl TxnModes {
         }
     }
 
-    /// The modes named in the rest of one transaction-starting statement.
-    /// `READ COMMITTED` and friends are isolation levels, so only `ONLY`
-    /// and `WRITE` mark the access mode.
-    fn read(lx: &mut Lexer<'_>) -> TxnModes {
-        let mut modes = TxnModes::default();
-        while let Some(tok) = lx.next_token() {
-            match tok {
-                Token::Word(w) => match w.as_str() {
-                    "isolation" => modes.isolation = true,
-                    "only" | "write" => modes.access = true,
-                    "deferrable" => modes.deferrable = true,
-                    "snapshot" => return TxnModes::ALL,
-                    _ => {}
-                },
-                Token::Semicolon => break,
-                Token::Other => {}
-            }
+    /// Which modes `set` sets; every one after a snapshot import.
+    fn of(set: ModeSettings, snapshot: bool) -> TxnModes {
+        if snapshot {
+            return TxnModes::ALL;
         }
-        modes
+        TxnModes {
+            isolation: set.isolation.is_some(),
+            access: set.read_only.is_some(),
+            deferrable: set.deferrable.is_some(),
+        }
     }
 }
 
@@ -120,10 +111,13 @@ impl ModeSettings {
         (!modes.is_empty()).then(|| format!("SET TRANSACTION {}", modes.join(", ")))
     }
 
-    /// The modes of one transaction-starting statement, from after its
-    /// first word(s) to its end.
-    fn read(lx: &mut Lexer<'_>) -> ModeSettings {
+    /// The modes of one transaction-starting statement, read to its end,
+    /// and whether it imports a snapshot (`SET TRANSACTION SNAPSHOT`).
+    /// `READ COMMITTED` and friends are isolation levels, so only `READ
+    /// ONLY` and `READ WRITE` are access modes.
+    fn read(lx: &mut Lexer<'_>) -> (ModeSettings, bool) {
         let mut m = ModeSettings::default();
+        let mut snapshot = false;
         let mut prev = String::new();
         let mut level = String::new();
         while let Some(tok) = lx.next_token() {
@@ -145,6 +139,7 @@ impl ModeSettings {
                 ("read", "write") => m.read_only = Some(false),
                 ("not", "deferrable") => m.deferrable = Some(false),
                 (_, "deferrable") => m.deferrable = Some(true),
+                (_, "snapshot") => snapshot = true,
                 _ => {}
             }
             if let Some((_, words)) = ISOLATION_LEVELS.iter().find(|(l, _)| *l == level) {
@@ -153,7 +148,7 @@ impl ModeSettings {
             }
             prev = w;
         }
-        m
+        (m, snapshot)
     }
 }
 
@@ -168,7 +163,7 @@ pub fn leading_modes(sql: &[u8]) -> Option<ModeSettings> {
         Some(Token::Word(w)) if w == "begin" || w == "start" => {}
         _ => return None,
     }
-    let modes = ModeSettings::read(&mut lx);
+    let (modes, _) = ModeSettings::read(&mut lx);
     (modes != ModeSettings::default() && lx.next_token().is_some()).then_some(modes)
 }
 
@@ -224,7 +219,10 @@ pub fn classify(sql: &[u8]) -> TxnEffect {
     }
     match effect {
         // The words past the first six may name modes too.
-        TxnEffect::Starts(_) => TxnEffect::Starts(TxnModes::read(&mut Lexer { s: sql, i: 0 })),
+        TxnEffect::Starts(_) => {
+            let (set, snapshot) = ModeSettings::read(&mut Lexer { s: sql, i: 0 });
+            TxnEffect::Starts(TxnModes::of(set, snapshot))
+        }
         other => other,
     }
 }
