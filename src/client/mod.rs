@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::metrics;
 use crate::upstream::Pool;
 use crate::wire::stream::Stream;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -108,10 +108,7 @@ fn identity_spec() -> Bytes {
         "SELECT FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(n, v, o) \
          WHERE concat(CASE WHEN o > $3::int THEN set_config(n, CASE n WHEN 'role' THEN 'none' ELSE '' END, false) END, \
                       set_config(n, v, true)) IS NULL";
-    let mut spec = BytesMut::new();
-    crate::wire::put_cstr(&mut spec, sql.as_bytes());
-    spec.put_i16(0);
-    spec.freeze()
+    crate::wire::frontend::parse_spec(sql.as_bytes())
 }
 
 /// Binds the listener and starts serving clients in the background.

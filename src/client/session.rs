@@ -9,7 +9,7 @@
 //! outstanding, the transaction is over, its settings are gone, and the
 //! connection goes back to the pool.
 
-use super::expect::{Expect, Kind};
+use super::expect::{Expect, Kind, ParseNote};
 use super::params::{array_literal, ClientParams};
 use super::startup::Authenticated;
 use super::Shared;
@@ -519,31 +519,16 @@ impl Session {
             // after which no mode may change. A statement of its own name,
             // parsed again each time: only clients that changed their
             // session characteristics pay for it.
-            frontend::put_target(&mut a.out, b'C', b'S', MODES_STATEMENT);
-            a.expect.push_back(Expect::swallow(Kind::Close));
-            let mut spec = BytesMut::with_capacity(sql.len() + 3);
-            crate::wire::put_cstr(&mut spec, sql.as_bytes());
-            spec.extend_from_slice(&0i16.to_be_bytes()); // no parameter types
-            frontend::put_parse(&mut a.out, MODES_STATEMENT, &spec);
-            a.expect
-                .push_back(Expect::swallow(Kind::Parse(Default::default())));
-            frontend::put_bind_text(&mut a.out, MODES_STATEMENT, MODES_STATEMENT, &[]);
-            a.expect.push_back(Expect::swallow(Kind::Bind));
-            frontend::put_execute(&mut a.out, MODES_STATEMENT);
-            a.expect.push_back(Expect::swallow(Kind::Execute));
-            frontend::put_target(&mut a.out, b'C', b'P', MODES_STATEMENT);
-            a.expect.push_back(Expect::swallow(Kind::Close));
+            let spec = frontend::parse_spec(sql.as_bytes());
+            prepare_own(a, MODES_STATEMENT, &spec, ParseNote::default());
+            run_own(a, MODES_STATEMENT, &[]);
         }
         if !a.conn.identity_prepared {
-            // Close first: a client may have left a statement of this name.
-            frontend::put_target(&mut a.out, b'C', b'S', IDENTITY_STATEMENT);
-            a.expect.push_back(Expect::swallow(Kind::Close));
-            frontend::put_parse(&mut a.out, IDENTITY_STATEMENT, &self.shared.identity_spec);
-            a.expect
-                .push_back(Expect::swallow(Kind::Parse(super::expect::ParseNote {
-                    identity: true,
-                    ..Default::default()
-                })));
+            let note = ParseNote {
+                identity: true,
+                ..Default::default()
+            };
+            prepare_own(a, IDENTITY_STATEMENT, &self.shared.identity_spec, note);
             a.conn.identity_prepared = true;
         }
         let values = match &self.shared.sealer {
@@ -565,14 +550,7 @@ impl Session {
             values.as_bytes(),
             self.bind_client_count.as_bytes(),
         ];
-        // A portal of its own, closed at once: the client's unnamed portal
-        // may be bound and not yet executed.
-        frontend::put_bind_text(&mut a.out, IDENTITY_STATEMENT, IDENTITY_STATEMENT, &params);
-        a.expect.push_back(Expect::swallow(Kind::Bind));
-        frontend::put_execute(&mut a.out, IDENTITY_STATEMENT);
-        a.expect.push_back(Expect::swallow(Kind::Execute));
-        frontend::put_target(&mut a.out, b'C', b'P', IDENTITY_STATEMENT);
-        a.expect.push_back(Expect::swallow(Kind::Close));
+        run_own(a, IDENTITY_STATEMENT, &params);
         crate::metrics::incr("rowgate_transactions_total", "");
     }
 
@@ -588,6 +566,28 @@ impl Session {
             self.phase = Phase::Skip;
         }
     }
+}
+
+/// Queues the Parse of one of rowgate's own statements, its replies
+/// swallowed. Closed first: a client may have left a statement of that
+/// name.
+fn prepare_own(a: &mut Attachment, name: &[u8], spec: &[u8], note: ParseNote) {
+    frontend::put_target(&mut a.out, b'C', b'S', name);
+    a.expect.push_back(Expect::swallow(Kind::Close));
+    frontend::put_parse(&mut a.out, name, spec);
+    a.expect.push_back(Expect::swallow(Kind::Parse(note)));
+}
+
+/// Queues a run of rowgate's own statement `name` with text `params`, its
+/// replies swallowed. On a portal of its own, closed at once: the client's
+/// unnamed portal may be bound and not yet executed.
+fn run_own(a: &mut Attachment, name: &[u8], params: &[&[u8]]) {
+    frontend::put_bind_text(&mut a.out, name, name, params);
+    a.expect.push_back(Expect::swallow(Kind::Bind));
+    frontend::put_execute(&mut a.out, name);
+    a.expect.push_back(Expect::swallow(Kind::Execute));
+    frontend::put_target(&mut a.out, b'C', b'P', name);
+    a.expect.push_back(Expect::swallow(Kind::Close));
 }
 
 /// Reads from the upstream if attached; never completes otherwise.

@@ -139,8 +139,17 @@ pub fn parse_parts(body: &[u8]) -> Result<ParseParts<'_>, WireError> {
     Ok(ParseParts { name, spec })
 }
 
+/// A Parse payload after the statement name: `sql` and no parameter
+/// types (the server infers them).
+pub fn parse_spec(sql: &[u8]) -> Bytes {
+    let mut spec = BytesMut::with_capacity(sql.len() + 3);
+    put_cstr(&mut spec, sql);
+    spec.put_i16(0);
+    spec.freeze()
+}
+
 /// Appends a Parse message for statement `name` with a spec from
-/// [`parse_parts`].
+/// [`parse_parts`] or [`parse_spec`].
 pub fn put_parse(out: &mut BytesMut, name: &[u8], spec: &[u8]) {
     put_frame(out, b'P', |b| {
         put_cstr(b, name);
