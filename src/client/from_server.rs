@@ -4,7 +4,6 @@
 
 use super::expect::{ErrorRewrite, Expect, Kind, Shape};
 use super::session::{Attachment, End, Session, ShapeCheck, Upstream};
-use crate::guard::SessionOp;
 use crate::wire::frontend::put_sync;
 use crate::wire::{next_frame, MAX_MESSAGE_LEN};
 use bytes::Bytes;
@@ -85,11 +84,7 @@ impl Session {
                         ),
                         _ => return Err(End::UpstreamLost("malformed ParameterStatus".into())),
                     };
-                    let resetting = a.session_fx.ops.iter().any(|op| match op {
-                        SessionOp::ResetAll => true,
-                        SessionOp::Reset(n) => n.eq_ignore_ascii_case(&name),
-                        _ => false,
-                    });
+                    let resetting = a.session_fx.resets(&name);
                     let report =
                         self.params
                             .upstream_report(&name, &value, &self.server_params, resetting);
@@ -128,7 +123,7 @@ impl Session {
                     if status == Some(b'I') && !a.txn_failed && a.session_fx.any() {
                         let owed = self
                             .params
-                            .report_resets(&a.session_fx.ops, &self.server_params);
+                            .report_resets(&a.session_fx, &self.server_params);
                         for (name, value) in owed {
                             self.cwbuf
                                 .extend_from_slice(&crate::wire::backend::parameter_status(

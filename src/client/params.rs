@@ -9,7 +9,7 @@
 //! rowgate also owns the ParameterStatus messages a client sees: it reports
 //! its model of the client's values, not the pooled connection's.
 
-use crate::guard::{ModeSettings, SessionOp, TxnModes, ISOLATION_LEVELS};
+use crate::guard::{ModeSettings, SessionEffects, SessionOp, TxnModes, ISOLATION_LEVELS};
 use std::collections::BTreeMap;
 
 /// Startup parameters that are not settings (or that rowgate must not let
@@ -245,21 +245,18 @@ impl ClientParams {
     /// the client `SET` are reported after the transaction, once known.
     pub fn report_resets(
         &mut self,
-        ops: &[SessionOp],
+        fx: &SessionEffects,
         server: &[(String, String)],
     ) -> Vec<(String, String)> {
         let mut owed = Vec::new();
         for (name, server_value) in server {
-            let key = name.to_ascii_lowercase();
-            let last = ops.iter().rev().find(|op| match op {
-                SessionOp::ResetAll => true,
-                SessionOp::Reset(n) | SessionOp::Set(n) => *n == key,
-                SessionOp::Unknown => false,
-            });
-            if !matches!(last, Some(SessionOp::ResetAll | SessionOp::Reset(_))) {
+            if !fx.resets(name) {
                 continue;
             }
-            let value = self.startup.get(&key).unwrap_or(server_value);
+            let value = self
+                .startup
+                .get(&name.to_ascii_lowercase())
+                .unwrap_or(server_value);
             if self.told(name, server) != Some(value.as_str()) {
                 let value = value.clone();
                 self.tell(name, &value, server);
@@ -471,13 +468,17 @@ mod tests {
         p.apply(&set_both, &captured, &server);
         // RESET ALL: back to the server's DateStyle and the client's own
         // startup TimeZone.
-        let owed = p.report_resets(&[SessionOp::ResetAll], &server);
+        let fx = |ops: Vec<SessionOp>| SessionEffects { ops };
+        let owed = p.report_resets(&fx(vec![SessionOp::ResetAll]), &server);
         assert_eq!(
             owed,
             s(&[("DateStyle", "ISO, MDY"), ("TimeZone", "Asia/Tokyo")])
         );
         // A SET after the reset is reported later, once its value is known.
-        let ops = [SessionOp::ResetAll, SessionOp::Set("datestyle".into())];
+        let ops = fx(vec![
+            SessionOp::ResetAll,
+            SessionOp::Set("datestyle".into()),
+        ]);
         assert_eq!(p.report_resets(&ops, &server), Vec::new());
     }
 

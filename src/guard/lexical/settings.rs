@@ -35,6 +35,18 @@ impl SessionEffects {
     pub fn merge(&mut self, other: &SessionEffects) {
         self.ops.extend(other.ops.iter().cloned());
     }
+    /// Whether the last of these changes to touch setting `name` (any case)
+    /// resets it: its own `RESET`, or `RESET ALL`. A `SET` after the reset
+    /// wins over it.
+    pub fn resets(&self, name: &str) -> bool {
+        let last = self.ops.iter().rev().find(|op| match op {
+            SessionOp::ResetAll => true,
+            SessionOp::Reset(n) | SessionOp::Set(n) => n.eq_ignore_ascii_case(name),
+            SessionOp::Unknown => false,
+        });
+        matches!(last, Some(SessionOp::ResetAll | SessionOp::Reset(_)))
+    }
+
     /// Names set by some operation, each once, in first-seen order.
     pub fn set_names(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
@@ -240,6 +252,10 @@ mod tests {
             [set("a.b"), Unknown]
         );
         assert_eq!(ops("select 1 from pgbench_accounts where aid = 7"), []);
+        let fx = session_effects(b"reset all; set datestyle = german; reset timezone");
+        assert!(!fx.resets("DateStyle"), "the SET after RESET ALL wins");
+        assert!(fx.resets("TimeZone") && fx.resets("IntervalStyle"));
+        assert!(!session_effects(b"set timezone = utc").resets("TimeZone"));
         assert!(!session_effects(b"select 1").any());
     }
 }
