@@ -116,7 +116,8 @@ impl Session {
             let Upstream::Attached(a) = &mut self.upstream else {
                 return Err(End::Desync("lost connection while binding"));
             };
-            return refuse_in_batch(a, backend::cached_plan_changed());
+            refuse_in_batch(a, backend::cached_plan_changed());
+            return Ok(());
         }
         self.forward(frame)
     }
@@ -231,7 +232,7 @@ impl Session {
                         .and_then(|state| session_state_refusal(&self.shared, state, a)),
                 };
                 if let Some(error) = refusal {
-                    refuse_in_batch(a, error)?;
+                    refuse_in_batch(a, error);
                     self.drain_emits();
                     return Ok(());
                 }
@@ -528,12 +529,11 @@ fn expect_for(kind: Kind, client: &[u8], upstream: Option<&Arc<str>>) -> Expect 
 /// Fails an extended-protocol message with `error`: a Parse that fails on
 /// purpose goes in its place, so the server then skips to Sync and aborts
 /// a transaction block, as PostgreSQL does for any failed message.
-fn refuse_in_batch(a: &mut Attachment, error: bytes::Bytes) -> Result<(), End> {
+fn refuse_in_batch(a: &mut Attachment, error: bytes::Bytes) {
     put_parse(&mut a.out, b"", REFUSED_SPEC);
     a.unnamed_here = false;
     a.expect
         .push_back(Expect::refused(Kind::Parse(ParseNote::default()), error));
-    Ok(())
 }
 
 /// SQL that always fails to parse; stands in for a refused statement.

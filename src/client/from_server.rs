@@ -119,8 +119,8 @@ impl Session {
                     Route::Forward
                 }
                 b'Z' => {
-                    let status = frame.body().first().copied();
-                    if status == Some(b'I') && !a.txn_failed && a.session_fx.any() {
+                    let status = frame.body().first().copied().unwrap_or(b'?');
+                    if status == b'I' && !a.txn_failed && a.session_fx.any() {
                         let owed = self
                             .params
                             .report_resets(&a.session_fx, &self.server_params);
@@ -132,7 +132,7 @@ impl Session {
                         }
                     }
                     self.cwbuf.extend_from_slice(frame.as_bytes());
-                    self.on_ready(frame.body().first().copied().unwrap_or(b'?'))?;
+                    self.on_ready(status)?;
                     continue;
                 }
                 _ => Route::Forward,
@@ -254,7 +254,7 @@ fn described(a: &mut Attachment, frame: &[u8]) -> Result<Route, End> {
                 .get()
                 .is_none_or(|known| same_shape(known, frame));
             a.shape_check = if same {
-                ShapeCheck::Same
+                ShapeCheck::Idle
             } else {
                 ShapeCheck::Changed
             };

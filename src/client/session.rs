@@ -127,10 +127,9 @@ pub(super) struct Attachment {
 pub(super) enum ShapeCheck {
     /// None in flight.
     Idle,
-    /// Sent; the client's Bind waits for the answer.
+    /// Sent; the client's Bind waits for the answer (which leaves `Idle`
+    /// when the shape is the one the client knows).
     Waiting,
-    /// The shape is the one the client knows.
-    Same,
     /// The shape changed: the Bind fails with 0A000.
     Changed,
 }

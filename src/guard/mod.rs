@@ -217,7 +217,7 @@ impl Guard {
             PreCheck::new(
                 deny.iter()
                     .map(String::as_str)
-                    .chain(state::TRIGGERS.to_vec()),
+                    .chain(state::TRIGGERS.iter().copied()),
             )
         } else {
             PreCheck::only(state::TRIGGERS)

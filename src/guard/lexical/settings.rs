@@ -72,14 +72,12 @@ pub fn session_effects(sql: &[u8]) -> SessionEffects {
     // Every form needs one of these bytes: SET, RESET and set_config hold
     // `set` (which can be neither quoted away nor escaped but with `U&`),
     // DISCARD ALL holds `discard`. Most statements hold none.
-    if !contains_ignore_case(sql, b"set")
-        && !contains_ignore_case(sql, b"discard")
-        && !contains_ignore_case(sql, b"u&")
-    {
+    let escaped = contains_ignore_case(sql, b"u&");
+    if !escaped && !contains_ignore_case(sql, b"set") && !contains_ignore_case(sql, b"discard") {
         return fx;
     }
     let calls = scan(sql, &mut fx);
-    if count_ignore_case(sql, b"set_config") > calls || contains_ignore_case(sql, b"u&") {
+    if escaped || count_ignore_case(sql, b"set_config") > calls {
         fx.ops.push(SessionOp::Unknown);
     }
     fx
