@@ -1,12 +1,11 @@
-//! The client side: the listener, the startup phase ([`startup`]), and the
-//! per-client transaction-pooling state machine ([`session`]).
+//! The client side: the listener, the startup phase ([`startup`]), the
+//! per-client transaction-pooling state machine (`core`, socket-free) and
+//! the async driver that moves its bytes (`driver`).
 
 mod cancel;
-mod expect;
-mod from_client;
-mod from_server;
+mod core;
+mod driver;
 mod params;
-mod session;
 pub mod startup;
 mod tls;
 
@@ -111,18 +110,52 @@ fn identity_spec() -> Bytes {
     crate::wire::frontend::parse_spec(sql.as_bytes())
 }
 
+impl Shared {
+    /// Everything a session needs, from the configuration: the
+    /// authenticator (keys loaded), the pool (not connected yet), the guard
+    /// and the seal.
+    pub async fn new(config: Config) -> Result<Shared, StartError> {
+        let auth = Authenticator::new(&config.auth, &config.identity)
+            .await
+            .map_err(|e| StartError::Config(format!("[auth] {e}")))?;
+        let pool = Pool::new(&config.upstream)
+            .map_err(|e| StartError::Config(format!("[upstream] {e}")))?;
+        let tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(StartError::Config)?),
+            _ => None,
+        };
+        let pins = &config.session_state;
+        let guard = crate::guard::Guard::new(&config.guard)
+            .map_err(|e| StartError::Config(format!("[guard] {e}")))?
+            .with_session_pins(
+                pins.temp_tables == crate::config::StatePolicy::Pin,
+                pins.hold_cursors == crate::config::StatePolicy::Pin,
+            );
+        let sealer = crate::guard::Sealer::new(&config.seal)
+            .map_err(|e| StartError::Config(format!("[seal] {e}")))?;
+        let mut setting_names = auth.setting_names().to_vec();
+        if sealer.is_some() {
+            setting_names.push(crate::guard::Sealer::SETTING.to_string());
+        }
+        Ok(Shared {
+            identity_spec: identity_spec(),
+            setting_names,
+            guard,
+            sealer,
+            config,
+            auth,
+            pool,
+            tls,
+            cancels: CancelRegistry::default(),
+        })
+    }
+}
+
 /// Binds the listener and starts serving clients in the background.
 pub async fn start(config: Config) -> Result<Server, StartError> {
-    let auth = Authenticator::new(&config.auth, &config.identity)
-        .await
-        .map_err(|e| StartError::Config(format!("[auth] {e}")))?;
-    let pool =
-        Pool::new(&config.upstream).map_err(|e| StartError::Config(format!("[upstream] {e}")))?;
-    pool.spawn_maintenance();
-    let tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(StartError::Config)?),
-        _ => None,
-    };
+    let shared = Arc::new(Shared::new(config).await?);
+    shared.pool.spawn_maintenance();
+    let config = &shared.config;
     let listener = TcpListener::bind(&config.listen.addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -141,30 +174,6 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 source,
             })?;
     }
-    let pins = &config.session_state;
-    let guard = crate::guard::Guard::new(&config.guard)
-        .map_err(|e| StartError::Config(format!("[guard] {e}")))?
-        .with_session_pins(
-            pins.temp_tables == crate::config::StatePolicy::Pin,
-            pins.hold_cursors == crate::config::StatePolicy::Pin,
-        );
-    let sealer = crate::guard::Sealer::new(&config.seal)
-        .map_err(|e| StartError::Config(format!("[seal] {e}")))?;
-    let mut setting_names = auth.setting_names().to_vec();
-    if sealer.is_some() {
-        setting_names.push(crate::guard::Sealer::SETTING.to_string());
-    }
-    let shared = Arc::new(Shared {
-        identity_spec: identity_spec(),
-        setting_names,
-        guard,
-        sealer,
-        config,
-        auth,
-        pool,
-        tls,
-        cancels: CancelRegistry::default(),
-    });
     let (stop, mut stopped) = watch::channel(false);
     let loop_shared = shared.clone();
     let task = tokio::spawn(async move {
@@ -200,8 +209,7 @@ async fn handle_client(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     match startup::handshake(Stream::Plain(tcp), peer, &shared).await {
         Ok(ok) => {
             let (key, cancel_slot) = shared.cancels.register();
-            let session = session::Session::new(shared.clone(), ok, key, cancel_slot);
-            session.run().await;
+            driver::run(shared.clone(), ok, key, cancel_slot).await;
             shared.cancels.unregister(key);
         }
         Err((Some(mut stream), startup::StartupEnd::Refuse { code, message })) => {

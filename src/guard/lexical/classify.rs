@@ -16,6 +16,13 @@ pub enum TxnEffect {
     /// COMMIT, ROLLBACK, END, ABORT, PREPARE TRANSACTION: ends the
     /// transaction; reads nothing.
     Ends,
+    /// `ROLLBACK TO SAVEPOINT`, `RELEASE SAVEPOINT`: reads nothing, and must
+    /// never have rowgate's identity statement in front of it, which would
+    /// fail in an aborted transaction and make the server skip the very
+    /// statement that recovers it. (`SAVEPOINT` itself is `Plain`: the
+    /// identity goes in before it, outside every savepoint, so no `ROLLBACK
+    /// TO` can undo it.)
+    Savepoint,
     /// Refuses to run inside a transaction block or pipeline (VACUUM,
     /// CREATE DATABASE, CREATE INDEX CONCURRENTLY, DISCARD ALL, ...): runs
     /// bare, without identity.
@@ -167,6 +174,13 @@ pub fn leading_modes(sql: &[u8]) -> Option<ModeSettings> {
     (modes != ModeSettings::default() && lx.next_token().is_some()).then_some(modes)
 }
 
+/// Whether the text holds at most one statement (blanks, comments and
+/// semicolons aside). After a single statement rowgate knows where the
+/// transaction stands without waiting for the server's ReadyForQuery.
+pub fn is_single_statement(sql: &[u8]) -> bool {
+    Lexer { s: sql, i: 0 }.only_this_statement(false)
+}
+
 /// Classifies SQL text. Text holding several statements is `Plain` (the
 /// identity goes before all of them) unless rowgate can tell otherwise.
 pub fn classify(sql: &[u8]) -> TxnEffect {
@@ -197,7 +211,8 @@ pub fn classify(sql: &[u8]) -> TxnEffect {
         "begin" | "start" => TxnEffect::Starts(TxnModes::default()),
         "set" if w(1) == "transaction" => TxnEffect::Starts(TxnModes::default()),
         "commit" | "rollback" if w(1) == "prepared" => TxnEffect::Outside,
-        "rollback" | "abort" if any(&["to"]) => TxnEffect::Plain,
+        "rollback" | "abort" if any(&["to"]) => TxnEffect::Savepoint,
+        "release" => TxnEffect::Savepoint,
         "commit" | "rollback" | "end" | "abort" => TxnEffect::Ends,
         "prepare" if w(1) == "transaction" => TxnEffect::Ends,
         "vacuum" | "reindex" | "discard" | "cluster" => TxnEffect::Outside,
@@ -275,7 +290,9 @@ mod tests {
             ("commit", Ends),
             ("END", Ends),
             ("ROLLBACK", Ends),
-            ("ROLLBACK TO SAVEPOINT a", Plain),
+            ("ROLLBACK TO SAVEPOINT a", Savepoint),
+            ("release savepoint a", Savepoint),
+            ("SAVEPOINT a", Plain),
             ("PREPARE TRANSACTION 'x'", Ends),
             ("COMMIT PREPARED 'x'", Outside),
             ("VACUUM ANALYZE t", Outside),

@@ -11,7 +11,10 @@ mod classify;
 mod deallocate;
 mod settings;
 
-pub use classify::{classify, leading_modes, ModeSettings, TxnEffect, TxnModes, ISOLATION_LEVELS};
+pub use classify::{
+    classify, is_single_statement, leading_modes, ModeSettings, TxnEffect, TxnModes,
+    ISOLATION_LEVELS,
+};
 pub use deallocate::{deallocate, Deallocate};
 pub use settings::{session_effects, SessionEffects, SessionOp};
 

@@ -1,0 +1,263 @@
+//! The identity statement: what goes upstream in front of the first
+//! statement of each transaction that may read data.
+
+use super::expect::{Expect, Kind, ParseNote};
+use super::{Attachment, Core, IdentityState, Link, Txn};
+use crate::client::params::array_literal;
+use crate::guard::{ModeSettings, TxnEffect, TxnModes};
+use crate::wire::frontend;
+use bytes::{Bytes, BytesMut};
+
+/// Name of rowgate's identity statement on every upstream connection.
+pub(super) const IDENTITY_STATEMENT: &[u8] = b"rowgate_identity";
+
+/// The statement (and portal) that sets a transaction's modes from the
+/// client's session characteristics.
+const MODES_STATEMENT: &[u8] = b"rowgate_modes";
+
+/// What to inject before a statement, given where the transaction stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Inject {
+    /// Nothing.
+    No,
+    /// The identity, after the client's session characteristics (a new
+    /// transaction: `explicit` are the modes its own BEGIN set).
+    WithModes(TxnModes),
+    /// The identity alone (the transaction may already have run queries).
+    IdentityOnly,
+}
+
+/// The transaction state after a statement of `effect`, and what goes in
+/// front of it.
+fn step(txn: Txn, effect: TxnEffect) -> (Txn, Inject) {
+    use IdentityState::*;
+    let set = |block| Txn::Open {
+        block,
+        identity: Set,
+    };
+    match (effect, txn) {
+        (TxnEffect::Plain, Txn::Idle) => (set(false), Inject::WithModes(TxnModes::default())),
+        (TxnEffect::Plain, Txn::Open { block, identity }) => match identity {
+            Pending(modes) => (set(block), Inject::WithModes(modes)),
+            Reassert => (set(block), Inject::IdentityOnly),
+            Set => (txn, Inject::No),
+        },
+        (TxnEffect::Plain, Txn::Unknown) => (set(true), Inject::IdentityOnly),
+        // Never in a failed transaction: the injected statement would fail
+        // and make the server skip the client's ROLLBACK.
+        (TxnEffect::Plain, Txn::Failed) => (txn, Inject::No),
+        (TxnEffect::Starts(modes), Txn::Idle) => (
+            Txn::Open {
+                block: true,
+                identity: Pending(modes),
+            },
+            Inject::No,
+        ),
+        (
+            TxnEffect::Starts(modes),
+            Txn::Open {
+                identity: Pending(before),
+                ..
+            },
+        ) => (
+            Txn::Open {
+                block: true,
+                identity: Pending(before.union(modes)),
+            },
+            Inject::No,
+        ),
+        (TxnEffect::Starts(_), _) => (txn, Inject::No),
+        // Whatever follows in this batch runs in a new transaction.
+        (TxnEffect::Ends, _) => (Txn::Idle, Inject::No),
+        (TxnEffect::Savepoint | TxnEffect::Outside, _) => (txn, Inject::No),
+    }
+}
+
+impl Core {
+    /// Encodes what every transaction sets: the client's parameters, then
+    /// the identity (so it always wins), then the seal's name if on. Called
+    /// when they change, not per transaction.
+    pub(super) fn encode_settings(&mut self) {
+        let client = self.params.settings();
+        let count = self.params.settings().count();
+        let identity = self
+            .shared
+            .auth
+            .setting_names()
+            .iter()
+            .map(String::as_str)
+            .zip(self.identity.values.iter().map(String::as_str));
+        let (mut names, values): (Vec<&str>, Vec<&str>) = client.chain(identity).unzip();
+        if self.shared.sealer.is_some() {
+            names.push(crate::guard::Sealer::SETTING);
+        }
+        self.encoded.names = Bytes::from(array_literal(names));
+        let mut literal = array_literal(values);
+        if self.shared.sealer.is_some() {
+            // Left open: the seal, computed per connection, closes it.
+            literal.pop();
+        }
+        self.encoded.values = literal;
+        self.encoded.client_count = Bytes::from(count.to_string());
+        self.encoded.seal = None;
+    }
+
+    /// Before a client statement with `effect` goes upstream: sets the
+    /// identity first if the transaction lacks it and the statement may
+    /// read data, and notes where the statement leaves the transaction.
+    ///
+    /// `leading`: the modes of a `BEGIN` that opens the client's query
+    /// string, set before the identity statement takes its snapshot.
+    /// Returns whether it put the identity in.
+    pub(super) fn before_statement(
+        &mut self,
+        effect: TxnEffect,
+        leading: Option<ModeSettings>,
+    ) -> bool {
+        let Link::Attached(a) = &mut self.link else {
+            return false;
+        };
+        let (txn, inject) = step(a.txn, effect);
+        a.txn = txn;
+        let out = &mut self.to_server;
+        match inject {
+            Inject::No => return false,
+            Inject::WithModes(explicit) => {
+                let modes = self.params.characteristics(explicit);
+                if let Some(sql) = modes.overlay(leading.unwrap_or_default()).sql() {
+                    // Before the identity statement, which takes the snapshot
+                    // after which no mode may change. Only clients that
+                    // changed their session characteristics pay for it.
+                    let spec = frontend::parse_spec(sql.as_bytes());
+                    prepare_own(a, out, MODES_STATEMENT, &spec, ParseNote::default());
+                    run_own(a, out, MODES_STATEMENT, &[]);
+                }
+            }
+            Inject::IdentityOnly => {}
+        }
+        if !a.conn.identity_prepared {
+            let note = ParseNote {
+                identity: true,
+                ..Default::default()
+            };
+            prepare_own(a, out, IDENTITY_STATEMENT, &self.shared.identity_spec, note);
+            a.conn.identity_prepared = true;
+        }
+        let pid = a.conn.pid;
+        self.encoded
+            .seal_for(pid, &self.shared, &self.identity.values);
+        let e = &self.encoded;
+        let params: [&[u8]; 3] = [&e.names, e.values_for(pid), &e.client_count];
+        run_own(a, out, IDENTITY_STATEMENT, &params);
+        crate::metrics::incr("rowgate_transactions_total", "");
+        true
+    }
+
+    /// After a simple Query or FunctionCall that rowgate's statement went
+    /// in front of: a Sync, so that if that statement fails the client
+    /// still gets the ReadyForQuery its Query is owed (see
+    /// [`Kind::TrailingSync`]).
+    pub(super) fn trailing_sync(&mut self) {
+        if let Link::Attached(a) = &mut self.link {
+            frontend::put_sync(&mut self.to_server);
+            a.queue.push(Expect::swallow(Kind::TrailingSync));
+        }
+    }
+}
+
+impl super::Encoded {
+    /// Computes the seal for backend `pid` if sealing is on and it is not
+    /// the one computed last (once per (session, backend) in a row).
+    fn seal_for(&mut self, pid: i32, shared: &super::Shared, values: &[String]) {
+        let Some(sealer) = &shared.sealer else {
+            return;
+        };
+        if matches!(&self.seal, Some((p, _)) if *p == pid) {
+            return;
+        }
+        let seal = sealer.seal(pid, shared.auth.setting_names(), values);
+        // The values literal was left open ("{...") for the seal to close.
+        let sep = if self.values.len() > 1 { "," } else { "" };
+        let seal = array_literal([seal.as_str()]);
+        self.seal = Some((pid, format!("{}{sep}{}", self.values, &seal[1..])));
+    }
+
+    /// The identity values to bind for backend `pid`, the seal included
+    /// when on.
+    fn values_for(&self, pid: i32) -> &[u8] {
+        match &self.seal {
+            Some((p, full)) if *p == pid => full.as_bytes(),
+            _ => self.values.as_bytes(),
+        }
+    }
+}
+
+/// Queues the Parse of one of rowgate's own statements, its replies
+/// swallowed. Closed first: a client may have left a statement of that
+/// name.
+pub(super) fn prepare_own(
+    a: &mut Attachment,
+    out: &mut BytesMut,
+    name: &[u8],
+    spec: &[u8],
+    note: ParseNote,
+) {
+    frontend::put_target(out, b'C', b'S', name);
+    a.queue.push(Expect::swallow(Kind::Close));
+    frontend::put_parse(out, name, spec);
+    a.queue.push(Expect::swallow(Kind::Parse(note)));
+}
+
+/// Queues a run of rowgate's own statement `name` with text `params`, its
+/// replies swallowed. On a portal of its own, closed at once: the client's
+/// unnamed portal may be bound and not yet executed.
+pub(super) fn run_own(a: &mut Attachment, out: &mut BytesMut, name: &[u8], params: &[&[u8]]) {
+    frontend::put_bind_text(out, name, name, params);
+    a.queue.push(Expect::swallow(Kind::Bind));
+    frontend::put_execute(out, name);
+    a.queue.push(Expect::swallow(Kind::Execute));
+    frontend::put_target(out, b'C', b'P', name);
+    a.queue.push(Expect::swallow(Kind::Close));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONE: TxnModes = TxnModes {
+        isolation: false,
+        access: false,
+        deferrable: false,
+    };
+
+    #[test]
+    fn a_new_transaction_gets_identity_with_modes_once() {
+        let (t, i) = step(Txn::Idle, TxnEffect::Plain);
+        assert_eq!(i, Inject::WithModes(NONE));
+        let (_, i) = step(t, TxnEffect::Plain);
+        assert_eq!(i, Inject::No);
+    }
+
+    #[test]
+    fn begin_defers_identity_to_the_next_statement() {
+        let (t, i) = step(Txn::Idle, TxnEffect::Starts(NONE));
+        assert_eq!(i, Inject::No);
+        assert!(matches!(t, Txn::Open { block: true, .. }));
+        let (t, i) = step(t, TxnEffect::Plain);
+        assert_eq!(i, Inject::WithModes(NONE));
+        let (t, _) = step(t, TxnEffect::Ends);
+        assert_eq!(t, Txn::Idle);
+    }
+
+    #[test]
+    fn nothing_goes_in_front_of_savepoint_recovery_or_in_a_failed_block() {
+        assert_eq!(step(Txn::Failed, TxnEffect::Plain).1, Inject::No);
+        let reassert = Txn::Open {
+            block: true,
+            identity: IdentityState::Reassert,
+        };
+        assert_eq!(step(reassert, TxnEffect::Savepoint).1, Inject::No);
+        assert_eq!(step(reassert, TxnEffect::Plain).1, Inject::IdentityOnly);
+        assert_eq!(step(Txn::Idle, TxnEffect::Outside).1, Inject::No);
+    }
+}
