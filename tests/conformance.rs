@@ -139,13 +139,8 @@ const STRICT_REFUSES: &[(&str, &str)] = &[
         "session_settings",
         "RESET ALL, which would clear the identity",
     ),
-    (
-        "ddl_dml_transactions",
-        "CREATE FUNCTION (code the guard cannot see)",
-    ),
     ("errors", "DO blocks"),
     ("notices", "DO blocks that RAISE"),
-    ("large_objects", "lo_* functions that read server files"),
     (
         "wire_function_call",
         "a FunctionCall of a function outside the allow-list",

@@ -269,7 +269,11 @@ impl Driver {
             && (self.core.wants_client() || self.crbuf.len() < READ_AHEAD);
         let detached = self.core.detached() && self.core.ended().is_none();
         let idle_in_txn = self.core.idle_in_transaction() && self.core.ended().is_none();
-        self.own_deadline = match (self.core.waiting_on_own(), self.own_deadline) {
+        // rowgate's own waits, and a client that left with messages the core
+        // has not taken yet (they wait for a reply that may never come).
+        let deadline_due =
+            self.core.waiting_on_own() || (self.client_eof && self.core.ended().is_none());
+        self.own_deadline = match (deadline_due, self.own_deadline) {
             (true, Some(at)) => Some(at),
             (true, None) => Some(Instant::now() + OWN_WAIT),
             (false, _) => None,
@@ -295,6 +299,9 @@ impl Driver {
             Event::Server(Ok(_)) => self.feed_server(),
             Event::Idle => self.core.client_gone(End::IdleTimeout),
             Event::IdleInTransaction => self.core.client_gone(End::IdleInTransaction),
+            Event::OwnDeadline if self.client_eof && !self.core.waiting_on_own() => {
+                self.core.client_gone(End::ClientGone);
+            }
             Event::OwnDeadline => {
                 tracing::warn!("the server did not answer rowgate's own statement in time; closing the connection");
                 self.core.own_deadline_passed();

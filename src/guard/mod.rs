@@ -3,6 +3,7 @@
 //! session state they create ([`Guard`]), and the seal that lets the
 //! database verify the identity ([`Sealer`]).
 
+mod bound;
 mod lexical;
 mod precheck;
 mod rules;
@@ -11,8 +12,8 @@ mod state;
 mod tree;
 
 pub use lexical::{
-    classify, deallocate, is_single_statement, leading_modes, session_effects, Deallocate,
-    ModeSettings, SessionEffects, SessionOp, TxnEffect, TxnModes, ISOLATION_LEVELS,
+    classify, deallocate, ends_a_transaction, is_single_statement, leading_modes, session_effects,
+    Deallocate, ModeSettings, SessionEffects, SessionOp, TxnEffect, TxnModes, ISOLATION_LEVELS,
 };
 pub use rules::{CODE_FUNCTIONS, IDENTITY_SETTINGS, ROLE_SETTINGS};
 pub use seal::{install_seal_key, parse_key, read_key_file, SealConfig, Sealer, MIN_KEY_BYTES};

@@ -179,6 +179,28 @@ pub fn bind_parts(body: &[u8]) -> Result<BindParts<'_>, WireError> {
     })
 }
 
+impl<'a> BindParts<'a> {
+    /// The bound parameter values, in order (None for NULL), whatever
+    /// their format; None if the message does not hold them as it says.
+    pub fn values(&self) -> Option<Vec<Option<&'a [u8]>>> {
+        let mut r = Reader::new(self.rest, "Bind");
+        let formats = r.bytes(2).ok()?;
+        let formats = i16::from_be_bytes([formats[0], formats[1]]);
+        r.bytes(2 * usize::try_from(formats).ok()?).ok()?;
+        let count = r.bytes(2).ok()?;
+        let count = usize::try_from(i16::from_be_bytes([count[0], count[1]])).ok()?;
+        let mut values = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = r.i32().ok()?;
+            values.push(match usize::try_from(len) {
+                Ok(len) => Some(r.bytes(len).ok()?),
+                Err(_) => None,
+            });
+        }
+        Some(values)
+    }
+}
+
 /// Appends a Bind with a different statement name.
 pub fn put_bind(out: &mut BytesMut, portal: &[u8], statement: &[u8], rest: &[u8]) {
     put_frame(out, b'B', |b| {

@@ -7,8 +7,8 @@ use super::statements::{query_of, Statement};
 use super::{Attachment, Copy, End, Hold, Link, Phase, Txn};
 use crate::config::StatePolicy;
 use crate::guard::{
-    classify, deallocate, is_single_statement, leading_modes, session_effects, Deallocate,
-    GuardViolation, SessionOp, SessionState, TxnEffect,
+    classify, deallocate, ends_a_transaction, is_single_statement, leading_modes, session_effects,
+    Deallocate, GuardViolation, SessionOp, SessionState, TxnEffect,
 };
 use crate::wire::backend::{self, Severity};
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
@@ -56,8 +56,9 @@ impl Core {
             b'X' => return self.client_gone(End::ClientGone),
             b'd' | b'c' | b'f' => return self.on_copy_message(frame),
             b'H' => return self.on_flush(frame),
-            b'S' if !frame.body().is_empty() => return self.malformed(tag, "Sync"),
+            // Read and ignored by a server in COPY FROM STDIN, body or not.
             b'S' if self.in_copy() => return self.send_raw(&frame),
+            b'S' if !frame.body().is_empty() => return self.malformed(tag, "Sync"),
             t if !starts_batch(t) => {
                 return self
                     .protocol_violation(format!("invalid frontend message type {:?}", t as char))
@@ -140,15 +141,29 @@ impl Core {
     /// the server aborts and skips exactly as PostgreSQL would; without one,
     /// rowgate answers itself.
     fn malformed(&mut self, tag: u8, what: &str) {
+        tracing::debug!("client sent a {what} message with a body");
+        let skipping = matches!(self.phase, Phase::Skip { .. });
+        if skipping && tag != b'S' {
+            // Discarded unread, like everything up to the next Sync.
+            return;
+        }
         let error = backend::error_response(
             Severity::Error,
             "08P01",
             // PostgreSQL's own words (pq_getmsgend).
             "invalid message format",
         );
-        tracing::debug!("client sent a {what} message with a body");
-        match &mut self.link {
-            Link::Attached(a) if matches!(a.hold, Hold::None) => {
+        match (&mut self.link, self.phase) {
+            (Link::Attached(a), Phase::Skip { forward_sync: true }) => {
+                // The Sync ends the server's skipping, then fails: its
+                // error comes in turn, then the ReadyForQuery.
+                a.queue.push(Expect::forward(Kind::Emit(error)));
+                frontend::put_sync(&mut self.to_server);
+                a.queue.push(Expect::forward(Kind::Sync));
+                self.phase = Phase::Ready;
+                self.end_of_batch();
+            }
+            (Link::Attached(a), _) if matches!(a.hold, Hold::None) => {
                 refuse_in_batch(a, &mut self.to_server, error);
                 if tag == b'S' {
                     // A Sync still ends the batch, after the error.
@@ -159,7 +174,6 @@ impl Core {
                 } else {
                     self.phase = Phase::Batch;
                 }
-                self.drain_emits();
             }
             _ => {
                 self.to_client.extend_from_slice(&error);
@@ -167,13 +181,14 @@ impl Core {
                     self.to_client
                         .extend_from_slice(&backend::ready_for_query(b'I'));
                     self.phase = Phase::Ready;
-                } else if self.phase != (Phase::Skip { forward_sync: true }) {
+                } else {
                     self.phase = Phase::Skip {
                         forward_sync: false,
                     };
                 }
             }
         }
+        self.drain_emits();
     }
 
     /// Prepares the upstream for a batch that starts with `frame`. Returns
@@ -291,7 +306,9 @@ impl Core {
         let out = &mut self.to_server;
         // The guard judges what the client sent, before any rewrite.
         let found = self.shared.guard.inspect(query_of(p.spec));
+        let at_bind = self.shared.guard.defers_to_bind(query_of(p.spec), &found);
         let refusal = match found.violation {
+            Some(_) if at_bind => None,
             Some(v) => {
                 crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
                 Some(violation_error(&v))
@@ -319,7 +336,7 @@ impl Core {
         }
         if p.name.is_empty() {
             self.statements
-                .set_unnamed(Some(Arc::new(Statement::new(spec))));
+                .set_unnamed(Some(Arc::new(Statement::new(spec).judged_at_bind(at_bind))));
             a.unnamed_here = true;
             put_parse(out, b"", spec);
             a.queue
@@ -340,7 +357,7 @@ impl Core {
             // other SQL: prepare it afresh when next used.
             a.conn.prepared.remove(&old.upstream);
         } else {
-            let stmt = Arc::new(Statement::new(spec));
+            let stmt = Arc::new(Statement::new(spec).judged_at_bind(at_bind));
             let client_name: Box<[u8]> = p.name.into();
             self.statements.insert(client_name.clone(), stmt.clone());
             if a.conn.prepared.touch(&stmt.upstream) {
@@ -358,6 +375,19 @@ impl Core {
             Err(e) => return self.protocol_violation(e.to_string()),
         };
         if let Some(stmt) = self.statements.get(b.statement).cloned() {
+            if stmt.judged_at_bind {
+                let verdict = match b.values() {
+                    Some(values) => self.shared.guard.check_bound(query_of(&stmt.spec), &values),
+                    None => return self.protocol_violation("malformed Bind message".into()),
+                };
+                if let Err(v) = verdict {
+                    crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
+                    if let Link::Attached(a) = &mut self.link {
+                        refuse_in_batch(a, &mut self.to_server, violation_error(&v));
+                    }
+                    return self.drain_emits();
+                }
+            }
             if stmt.stale.load(Ordering::Relaxed) {
                 if let Link::Attached(a) = &mut self.link {
                     refuse_in_batch(a, &mut self.to_server, backend::cached_plan_changed());
@@ -545,7 +575,9 @@ impl Core {
         } else if a.txn != Txn::Failed {
             // `BEGIN; ...`, `...; COMMIT`: the server's ReadyForQuery says
             // where this leaves the transaction.
-            a.txn = Txn::Unknown;
+            a.txn = Txn::Unknown {
+                kept: !ends_a_transaction(sql),
+            };
         }
     }
 

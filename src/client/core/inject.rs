@@ -42,7 +42,8 @@ fn step(txn: Txn, effect: TxnEffect) -> (Txn, Inject) {
             Reassert => (set(block), Inject::IdentityOnly),
             Set => (txn, Inject::No),
         },
-        (TxnEffect::Plain, Txn::Unknown) => (set(true), Inject::IdentityOnly),
+        (TxnEffect::Plain, Txn::Unknown { kept: true }) => (set(true), Inject::No),
+        (TxnEffect::Plain, Txn::Unknown { kept: false }) => (set(true), Inject::IdentityOnly),
         // Never in a failed transaction: the injected statement would fail
         // and make the server skip the client's ROLLBACK.
         (TxnEffect::Plain, Txn::Failed) => (txn, Inject::No),

@@ -140,8 +140,10 @@ enum Txn {
     /// The server reported the block failed: nothing runs until ROLLBACK.
     Failed,
     /// A multi-statement query may have left a block open or not; the
-    /// server's ReadyForQuery will say.
-    Unknown,
+    /// server's ReadyForQuery will say. `kept`: the query ended no
+    /// transaction, so the identity set before it is still in force in
+    /// whatever it left open.
+    Unknown { kept: bool },
 }
 
 /// Whether the identity is set in the open transaction.
@@ -317,7 +319,7 @@ impl Core {
                 }
                 // A new batch after one whose outcome rowgate must see first.
                 let between = self.phase == Phase::Ready && a.queue.batch_in_flight();
-                !(between && (a.fx.any() || a.txn == Txn::Unknown))
+                !(between && (a.fx.any() || matches!(a.txn, Txn::Unknown { .. })))
             }
         }
     }

@@ -305,6 +305,10 @@ impl Core {
                     block: true,
                     identity,
                 },
+                (_, Txn::Unknown { kept: true }) => Txn::Open {
+                    block: true,
+                    identity: IdentityState::Set,
+                },
                 _ => Txn::Open {
                     block: true,
                     identity: IdentityState::Reassert,

@@ -28,6 +28,8 @@ pub struct Statement {
     /// A re-prepare found the shape changed: every Bind fails with 0A000,
     /// as on PostgreSQL, until the client prepares it anew.
     pub stale: AtomicBool,
+    /// The guard judges each Bind with its values (`set_config($1, ..)`).
+    pub judged_at_bind: bool,
 }
 
 impl Statement {
@@ -43,7 +45,14 @@ impl Statement {
             session: session_effects(query),
             shape: OnceLock::new(),
             stale: AtomicBool::new(false),
+            judged_at_bind: false,
         }
+    }
+
+    /// The same statement, its Binds judged by the guard with their values.
+    pub fn judged_at_bind(mut self, yes: bool) -> Statement {
+        self.judged_at_bind = yes;
+        self
     }
 }
 

@@ -198,6 +198,10 @@ impl SimServer {
             b'H' => {}
             b'S' => {
                 self.skipping = false;
+                if !body.is_empty() {
+                    // pq_getmsgend: an error, and still a ReadyForQuery.
+                    self.error("08P01");
+                }
                 self.end_implicit();
                 self.ready();
             }

@@ -181,6 +181,54 @@ pub fn is_single_statement(sql: &[u8]) -> bool {
     Lexer { s: sql, i: 0 }.only_this_statement(false)
 }
 
+/// Whether any statement of the text ends a transaction (COMMIT, ROLLBACK
+/// but not ROLLBACK TO, END, ABORT, PREPARE TRANSACTION). After a
+/// multi-statement query without one, the identity rowgate set before it
+/// is still in force in whatever transaction it left open.
+pub fn ends_a_transaction(sql: &[u8]) -> bool {
+    let mut lx = Lexer { s: sql, i: 0 };
+    let mut first: Option<String> = None;
+    let mut at_start = true;
+    while let Some(tok) = lx.next_token() {
+        match tok {
+            Token::Semicolon => {
+                if first.take().is_some_and(|f| f != "prepare") {
+                    return true;
+                }
+                at_start = true;
+            }
+            Token::Word(w) if at_start => {
+                at_start = false;
+                if matches!(
+                    w.as_str(),
+                    "commit" | "end" | "abort" | "rollback" | "prepare"
+                ) {
+                    first = Some(w);
+                }
+            }
+            Token::Word(w) => {
+                if let Some(f) = first.take() {
+                    let ends = match f.as_str() {
+                        "rollback" | "abort" => w != "to",
+                        "prepare" => w == "transaction",
+                        _ => true,
+                    };
+                    if ends {
+                        return true;
+                    }
+                }
+            }
+            Token::Other => {
+                at_start = false;
+                if first.take().is_some_and(|f| f != "prepare") {
+                    return true;
+                }
+            }
+        }
+    }
+    first.is_some_and(|f| f != "prepare")
+}
+
 /// Classifies SQL text. Text holding several statements is `Plain` (the
 /// identity goes before all of them) unless rowgate can tell otherwise.
 pub fn classify(sql: &[u8]) -> TxnEffect {
@@ -252,6 +300,19 @@ mod tests {
         access: false,
         deferrable: false,
     };
+
+    #[test]
+    fn transaction_ends_are_found_in_any_statement() {
+        assert!(ends_a_transaction(b"begin; select 1; commit"));
+        assert!(ends_a_transaction(b"select 1; rollback"));
+        assert!(ends_a_transaction(b"commit; begin; select 1"));
+        assert!(!ends_a_transaction(b"begin; set local x = 1"));
+        assert!(!ends_a_transaction(
+            b"select 1; rollback to savepoint a; select 'commit'"
+        ));
+        assert!(!ends_a_transaction(b"select 1; prepare p as select 1"));
+        assert!(ends_a_transaction(b"select 1; prepare transaction 'x'"));
+    }
 
     #[test]
     fn transaction_control_is_recognised() {

@@ -12,8 +12,8 @@ mod deallocate;
 mod settings;
 
 pub use classify::{
-    classify, is_single_statement, leading_modes, ModeSettings, TxnEffect, TxnModes,
-    ISOLATION_LEVELS,
+    classify, ends_a_transaction, is_single_statement, leading_modes, ModeSettings, TxnEffect,
+    TxnModes, ISOLATION_LEVELS,
 };
 pub use deallocate::{deallocate, Deallocate};
 pub use settings::{session_effects, SessionEffects, SessionOp};
