@@ -352,3 +352,102 @@ async fn pinned_session_state_stays_with_its_client_and_is_discarded_after() {
         );
     }
 }
+
+/// `set_config` with bind parameters: judged at Bind, with the values, as
+/// PostgreSQL runs them. Harmless values work exactly as they do directly;
+/// protected names and unsafe encodings are refused with 42501.
+#[tokio::test]
+async fn set_config_with_bound_values_is_judged_at_bind() {
+    let (db, proxy) = proxy(1).await;
+    let direct = db.admin_client().await;
+    let alice = proxy.connect(&token("user_alice")).await.unwrap();
+    let name_and_value = "select set_config($1, $2, false)";
+    let encoding = "select set_config('client_encoding', $1, false)";
+    for (sql, params) in [
+        (name_and_value, vec!["myapp.theme", "dark"]),
+        (encoding, vec!["LATIN1"]),
+        (encoding, vec!["UTF8"]),
+    ] {
+        let p: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let want: String = direct.query_one(sql, &p).await.unwrap().get(0);
+        let got: String = alice
+            .query_one(sql, &p)
+            .await
+            .unwrap_or_else(|e| panic!("{sql} {params:?}: {e}"))
+            .get(0);
+        assert_eq!(got, want, "{sql} {params:?}");
+    }
+    for (sql, params) in [
+        (name_and_value, vec!["app.user_id", "victim"]),
+        (name_and_value, vec!["ROLE", "postgres"]),
+        (encoding, vec!["SJIS"]),
+    ] {
+        let p: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let err = alice.query_one(sql, &p).await.expect_err("refused");
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("42501"),
+            "{sql} {params:?}: {err}"
+        );
+    }
+    assert_eq!(
+        one(&alice, "select auth.user_id()").await.as_deref(),
+        Some("user_alice")
+    );
+}
+
+/// A notification from the client's own backend carries the pid of the
+/// BackendKeyData the client got (rowgate's), as it carries the backend's
+/// own pid on PostgreSQL: clients recognise their own notifications so.
+#[tokio::test]
+async fn a_notification_from_the_own_backend_carries_the_clients_pid() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = pg().new_database();
+    let config = proxy_config(&db, 2, "") + "[session_state]\nlisten = \"pin\"\n";
+    let proxy = rowgate(&config).await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut out = rowgate::wire::frontend::startup_message(&[("user", "raw")]).to_vec();
+    let mut b = bytes::BytesMut::new();
+    rowgate::wire::put_frame(&mut b, b'p', |b| {
+        rowgate::wire::put_cstr(b, token("user_alice").as_bytes())
+    });
+    rowgate::wire::frontend::put_query(&mut b, "LISTEN mine; NOTIFY mine, 'hello'");
+    out.extend_from_slice(&b);
+    tcp.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let (mut key_pid, mut notified_pid) = (None, None);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while notified_pid.is_none() {
+        while let Some(f) = rowgate::wire::next_frame(&mut buf, 1 << 20).unwrap() {
+            let pid = f
+                .body()
+                .get(..4)
+                .map(|p| i32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+            match f.tag() {
+                b'K' => key_pid = pid,
+                b'A' => notified_pid = pid,
+                b'E' => panic!("error: {:?}", String::from_utf8_lossy(f.body())),
+                _ => {}
+            }
+        }
+        if notified_pid.is_some() {
+            break;
+        }
+        let n = tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf))
+            .await
+            .expect("a notification within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed");
+    }
+    assert!(key_pid.is_some());
+    assert_eq!(
+        notified_pid, key_pid,
+        "the notification names the client's own pid"
+    );
+}
