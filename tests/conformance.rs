@@ -354,9 +354,9 @@ impl<'a> Side<'a> {
     async fn proxied(proxy: &'a RunningProxy, wire: bool) -> Side<'a> {
         let (label, port, tok) = ("through rowgate", proxy.port(), token("user_a"));
         let s = if wire {
-            AnySession::Wire(RawSession::open(label, port, "anyone", &tok, "app").await)
+            AnySession::Wire(RawSession::open(label, port, "anyone", &tok, proxy.dbname()).await)
         } else {
-            AnySession::Driver(Session::open(label, port, "anyone", &tok, "app").await)
+            AnySession::Driver(Session::open(label, port, "anyone", &tok, proxy.dbname()).await)
         };
         let other = proxy.connect(&token("user_b")).await.unwrap();
         Side {
@@ -1506,7 +1506,7 @@ async fn startup_parameters_shape_the_session() {
         .port(proxy.port())
         .user("anyone")
         .password(token("user_a"))
-        .dbname("app")
+        .dbname(proxy.dbname())
         .connect(tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -1542,7 +1542,7 @@ async fn notifications_reach_only_the_listener() {
         let mut config = tokio_postgres::Config::new();
         config.host("127.0.0.1");
         if through_rowgate {
-            config.port(proxy.port()).user("anyone").dbname("app");
+            config.port(proxy.port()).user("anyone").dbname(proxy.dbname());
         } else {
             config
                 .port(db.port())

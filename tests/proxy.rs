@@ -372,7 +372,7 @@ async fn bytes_pipelined_after_the_startup_packet_are_kept() {
     // Startup, password and a query in one write, before any reply: what
     // @neondatabase/serverless does.
     let mut bytes =
-        rowgate::wire::frontend::startup_message(&[("user", "anyone"), ("database", "app")])
+        rowgate::wire::frontend::startup_message(&[("user", "anyone"), ("database", proxy.dbname())])
             .to_vec();
     let mut msgs = bytes::BytesMut::new();
     rowgate::wire::put_frame(&mut msgs, b'p', |b| {

@@ -160,6 +160,7 @@ async fn startup_parameters_and_options_apply_to_every_transaction() {
         .port(proxy.port())
         .user("alice")
         .password(token("user_alice"))
+        .dbname(proxy.dbname())
         .application_name("alice-startup")
         .options("-c statement_timeout=777 -c myapp.tenant=from-options")
         .connect(tokio_postgres::NoTls)

@@ -137,7 +137,7 @@ impl Session {
         if stmt.stale.load(Ordering::Relaxed) {
             return Ok(true);
         }
-        let max_prepared = self.shared.pool.max_prepared();
+        let max_prepared = self.database.pool().max_prepared(); // HOOK(db)
         let Upstream::Attached(a) = &mut self.upstream else {
             return Ok(false);
         };
@@ -212,7 +212,7 @@ impl Session {
 
     /// Queues one batch message upstream, renaming statements as needed.
     fn forward(&mut self, frame: Frame) -> Result<(), End> {
-        let max_prepared = self.shared.pool.max_prepared();
+        let max_prepared = self.database.pool().max_prepared(); // HOOK(db)
         let Upstream::Attached(a) = &mut self.upstream else {
             return Err(End::Desync("batch message without a connection"));
         };

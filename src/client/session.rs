@@ -174,6 +174,9 @@ pub(super) struct Session {
     pub crbuf: BytesMut,
     pub cwbuf: BytesMut,
     pub shared: Arc<Shared>,
+    // HOOK(db): the client's database (pool, verifier, identity statement),
+    // which used to be the one in `shared`.
+    pub database: Arc<crate::upstream::Database>,
     pub identity: Identity,
     /// The client's session parameters, re-applied in every transaction.
     pub params: ClientParams,
@@ -215,6 +218,7 @@ impl Session {
             crbuf: ok.pending,
             cwbuf: BytesMut::new(),
             shared,
+            database: ok.database, // HOOK(db)
             identity: ok.identity,
             params: ok.params,
             server_params: ok.server_params,
@@ -238,8 +242,8 @@ impl Session {
         self.bind_client_count = self.params.settings().count().to_string();
         let client = self.params.settings();
         let identity = self
-            .shared
-            .auth
+            .database // HOOK(db)
+            .auth()
             .setting_names()
             .iter()
             .map(String::as_str)
@@ -382,12 +386,13 @@ impl Session {
     /// Whether a new transaction may start: refuses when the token expired
     /// and the policy says so.
     pub fn expired_message(&self) -> Option<String> {
-        if self.shared.auth.on_expiry() != OnExpiry::RejectTransactions {
+        // HOOK(db): the database's verifier and leeway.
+        if self.database.auth().on_expiry() != OnExpiry::RejectTransactions {
             return None;
         }
         let exp = self.identity.expires_at?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-        let leeway = self.shared.config.auth.leeway_secs;
+        let leeway = self.database.leeway_secs(); // HOOK(db)
         (now > exp.saturating_add(leeway)).then(|| {
             format!(
                 "rowgate: the token of this connection expired at unix time {exp}; reconnect with a fresh token (or use a longer-lived JWT template, or [auth] on_expiry = \"allow\")"
@@ -398,8 +403,8 @@ impl Session {
     /// Borrows a pooled connection for a new transaction.
     pub async fn attach(&mut self) -> Result<(), (&'static str, String)> {
         let conn = self
-            .shared
-            .pool
+            .database // HOOK(db)
+            .pool()
             .acquire()
             .await
             .map_err(|e| (e.sqlstate(), format!("rowgate: {e}")))?;
@@ -527,7 +532,8 @@ impl Session {
                 identity: true,
                 ..Default::default()
             };
-            prepare_own(a, IDENTITY_STATEMENT, &self.shared.identity_spec, note);
+            // HOOK(db): the database's identity statement.
+            prepare_own(a, IDENTITY_STATEMENT, self.database.identity_spec(), note);
             a.conn.identity_prepared = true;
         }
         let values = match &self.shared.sealer {
@@ -535,7 +541,7 @@ impl Session {
             Some(s) => {
                 let seal = s.seal(
                     a.conn.pid,
-                    self.shared.auth.setting_names(),
+                    self.database.auth().setting_names(), // HOOK(db)
                     &self.identity.values,
                 );
                 // bind_values was left open ("{...") for the seal to close.

@@ -1,0 +1,21 @@
+-- ParameterStatus for client_encoding carries PostgreSQL's canonical name
+-- (UTF8, LATIN1, EUC_JP), whatever spelling the client's SET used: drivers
+-- pick their decoder by that name.
+
+set client_encoding = 'latin1'
+
+show client_encoding
+
+set client_encoding to 'euc-jp'
+
+show client_encoding
+
+begin; set local client_encoding = 'iso-8859-15'; show client_encoding; commit
+
+show client_encoding
+
+reset client_encoding
+
+set client_encoding = 'UTF-8'
+
+show client_encoding
