@@ -124,6 +124,7 @@ const CASES: &[&str] = &[
     "begin_isolation_in_one_query",
     "wire_copy_simple",
     "wire_function_call",
+    "client_encoding",
 ];
 
 macro_rules! case {
@@ -137,6 +138,7 @@ macro_rules! case {
 }
 
 case!(ddl_dml_transactions);
+case!(client_encoding);
 case!(errors);
 case!(notices);
 case!(empty_queries);
