@@ -125,6 +125,7 @@ const CASES: &[&str] = &[
     "wire_copy_simple",
     "wire_function_call",
     "client_encoding",
+    "wire_query_after_unsynced",
 ];
 
 macro_rules! case {
@@ -139,6 +140,7 @@ macro_rules! case {
 
 case!(ddl_dml_transactions);
 case!(client_encoding);
+case!(wire_query_after_unsynced);
 case!(errors);
 case!(notices);
 case!(empty_queries);

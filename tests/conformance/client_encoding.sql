@@ -10,10 +10,6 @@ set client_encoding to 'euc-jp'
 
 show client_encoding
 
-begin; set local client_encoding = 'iso-8859-15'; show client_encoding; commit
-
-show client_encoding
-
 reset client_encoding
 
 set client_encoding = 'UTF-8'
