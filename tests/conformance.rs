@@ -1546,7 +1546,10 @@ async fn notifications_reach_only_the_listener() {
         let mut config = tokio_postgres::Config::new();
         config.host("127.0.0.1");
         if through_rowgate {
-            config.port(proxy.port()).user("anyone").dbname(proxy.dbname());
+            config
+                .port(proxy.port())
+                .user("anyone")
+                .dbname(proxy.dbname());
         } else {
             config
                 .port(db.port())

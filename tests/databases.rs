@@ -56,7 +56,9 @@ fn psql_through(port: u16, dbname: &str, tok: &str, sql: &str) -> std::process::
 }
 
 fn assert_no_such_database(err: &tokio_postgres::Error, name: &str) {
-    let db = err.as_db_error().unwrap_or_else(|| panic!("not a server error: {err}"));
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {err}"));
     assert_eq!(db.code(), &SqlState::INVALID_CATALOG_NAME, "{db:?}");
     assert_eq!(db.message(), format!("database \"{name}\" does not exist"));
 }
@@ -77,30 +79,51 @@ async fn two_databases_and_an_unknown_one() {
 
     // A driver: each name reaches its own database, with the identity.
     let a = connect(port, "main", &token("user_alice")).await.unwrap();
-    let b = connect(port, "app_preview", &token("user_bob")).await.unwrap();
-    assert_eq!(where_and_who(&a).await, (main.name().into(), "user_alice".into()));
-    assert_eq!(where_and_who(&b).await, (preview.name().into(), "user_bob".into()));
+    let b = connect(port, "app_preview", &token("user_bob"))
+        .await
+        .unwrap();
+    assert_eq!(
+        where_and_who(&a).await,
+        (main.name().into(), "user_alice".into())
+    );
+    assert_eq!(
+        where_and_who(&b).await,
+        (preview.name().into(), "user_bob".into())
+    );
     // Each has its own pool: preview's single connection busy in a
     // transaction does not hold main up.
     b.batch_execute("begin; select 1").await.unwrap();
     assert_eq!(where_and_who(&a).await.0, main.name());
     b.batch_execute("commit").await.unwrap();
-    let err = connect(port, "nosuchdb", &token("user_alice")).await.unwrap_err();
+    let err = connect(port, "nosuchdb", &token("user_alice"))
+        .await
+        .unwrap_err();
     assert_no_such_database(&err, "nosuchdb");
     // The upstream database's own name is not a configured name either.
-    let err = connect(port, main.name(), &token("user_alice")).await.unwrap_err();
+    let err = connect(port, main.name(), &token("user_alice"))
+        .await
+        .unwrap_err();
     assert_no_such_database(&err, main.name());
 
     // psql, as a person would see it.
     let tok = token("user_carol");
     let out = tokio::task::spawn_blocking(move || {
-        let ok = psql_through(port, "app_preview", &tok, "select current_database() || ' ' || auth.user_id()");
+        let ok = psql_through(
+            port,
+            "app_preview",
+            &tok,
+            "select current_database() || ' ' || auth.user_id()",
+        );
         let bad = psql_through(port, "nosuchdb", &tok, "select 1");
         (ok, bad)
     })
     .await
     .unwrap();
-    assert!(out.0.status.success(), "{}", String::from_utf8_lossy(&out.0.stderr));
+    assert!(
+        out.0.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.0.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.0.stdout).trim(),
         format!("{} user_carol", preview.name())
@@ -119,9 +142,13 @@ async fn two_databases_and_an_unknown_one() {
 async fn upstream_serves_exactly_the_database_of_its_url() {
     let db = pg().new_database();
     let proxy = rowgate(&proxy_config(&db, 1, "")).await;
-    let c = connect(proxy.port(), db.name(), &token("user_alice")).await.unwrap();
+    let c = connect(proxy.port(), db.name(), &token("user_alice"))
+        .await
+        .unwrap();
     assert_eq!(where_and_who(&c).await.0, db.name());
-    let err = connect(proxy.port(), "app", &token("user_alice")).await.unwrap_err();
+    let err = connect(proxy.port(), "app", &token("user_alice"))
+        .await
+        .unwrap_err();
     assert_no_such_database(&err, "app");
     // No database in the startup packet means the user's name, as libpq.
     let Err(err) = tokio_postgres::Config::new()
@@ -168,16 +195,34 @@ async fn a_database_may_verify_and_inject_its_own_way() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), preview.name());
     assert_eq!(row.get::<_, String>(1), "user_tester");
-    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("user_tester"));
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("user_tester")
+    );
     // The test issuer's token does not open the main database, and the
     // production token does not open the preview (its issuers replaced).
     let err = connect(port, main.name(), &test_token).await.unwrap_err();
-    assert!(err.as_db_error().is_some_and(|e| e.code().code().starts_with("28")), "{err}");
-    let err = connect(port, "preview", &token("user_alice")).await.unwrap_err();
-    assert!(err.as_db_error().is_some_and(|e| e.code().code().starts_with("28")), "{err}");
-    let m = connect(port, main.name(), &token("user_alice")).await.unwrap();
+    assert!(
+        err.as_db_error()
+            .is_some_and(|e| e.code().code().starts_with("28")),
+        "{err}"
+    );
+    let err = connect(port, "preview", &token("user_alice"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error()
+            .is_some_and(|e| e.code().code().starts_with("28")),
+        "{err}"
+    );
+    let m = connect(port, main.name(), &token("user_alice"))
+        .await
+        .unwrap();
     let row = m
-        .query_one("select auth.user_id(), current_setting('app.branch_user', true)", &[])
+        .query_one(
+            "select auth.user_id(), current_setting('app.branch_user', true)",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "user_alice");
@@ -198,8 +243,14 @@ async fn the_wildcard_serves_every_database_of_its_server() {
         auth_section()
     );
     let proxy = rowgate(&config).await;
-    for (db, user) in [(&one, "user_alice"), (&two, "user_bob"), (&one, "user_carol")] {
-        let c = connect(proxy.port(), db.name(), &token(user)).await.unwrap();
+    for (db, user) in [
+        (&one, "user_alice"),
+        (&two, "user_bob"),
+        (&one, "user_carol"),
+    ] {
+        let c = connect(proxy.port(), db.name(), &token(user))
+            .await
+            .unwrap();
         assert_eq!(where_and_who(&c).await, (db.name().into(), user.into()));
     }
     // The server has no such database: said as PostgreSQL says it.
@@ -223,7 +274,9 @@ async fn a_cancel_reaches_the_clients_own_database() {
         auth_section()
     );
     let proxy = rowgate(&config).await;
-    let c = connect(proxy.port(), "other", &token("user_alice")).await.unwrap();
+    let c = connect(proxy.port(), "other", &token("user_alice"))
+        .await
+        .unwrap();
     let cancel = c.cancel_token();
     let started = std::time::Instant::now();
     let sleeper = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await });

@@ -143,7 +143,13 @@ async fn differential(
         &iters,
         &clients(true),
     );
-    let mut proxied = program("proxy", proxy.port(), proxy.dbname(), &iters, &clients(false));
+    let mut proxied = program(
+        "proxy",
+        proxy.port(),
+        proxy.dbname(),
+        &iters,
+        &clients(false),
+    );
     direct.current_dir(root());
     proxied.current_dir(root());
     let started = std::time::Instant::now();
@@ -454,7 +460,14 @@ async fn pgbench(mode: &str) {
             direct_db.name(),
             &what_direct,
         ),
-        pgbench_run(mode, proxy.port(), "anyone", &tok, proxy.dbname(), &what_proxied),
+        pgbench_run(
+            mode,
+            proxy.port(),
+            "anyone",
+            &tok,
+            proxy.dbname(),
+            &what_proxied
+        ),
     );
     eprintln!("pgbench -M {mode}: both runs took {:?}", started.elapsed());
     let expected = CLIENTS * PGBENCH_TRANSACTIONS;

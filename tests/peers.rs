@@ -42,7 +42,8 @@ struct Haproxy {
 impl Haproxy {
     fn start(backends: &[u16]) -> Haproxy {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("rowgate-haproxy-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("rowgate-haproxy-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let servers: String = backends
             .iter()
@@ -65,10 +66,15 @@ impl Haproxy {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run haproxy (scripts/ensure-deps.sh installs it): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run haproxy (scripts/ensure-deps.sh installs it): {e}")
+            });
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "haproxy did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "haproxy did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Haproxy {
@@ -179,7 +185,11 @@ async fn clients_through_haproxy_keep_identity_and_cancels_find_their_instance()
             .unwrap_or_else(|_| panic!("round {round}: the cancel did not reach the query"))
             .unwrap();
         let err = result.expect_err("the query was cancelled");
-        assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED), "round {round}: {err}");
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::QUERY_CANCELED),
+            "round {round}: {err}"
+        );
         assert!(started.elapsed() < Duration::from_secs(10));
     }
     let now = rowgate::metrics::get("rowgate_cancels_forwarded_total", "peer");

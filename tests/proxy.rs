@@ -371,9 +371,11 @@ async fn bytes_pipelined_after_the_startup_packet_are_kept() {
     let tok = token("user_alice");
     // Startup, password and a query in one write, before any reply: what
     // @neondatabase/serverless does.
-    let mut bytes =
-        rowgate::wire::frontend::startup_message(&[("user", "anyone"), ("database", proxy.dbname())])
-            .to_vec();
+    let mut bytes = rowgate::wire::frontend::startup_message(&[
+        ("user", "anyone"),
+        ("database", proxy.dbname()),
+    ])
+    .to_vec();
     let mut msgs = bytes::BytesMut::new();
     rowgate::wire::put_frame(&mut msgs, b'p', |b| {
         rowgate::wire::put_cstr(b, tok.as_bytes())
@@ -482,17 +484,26 @@ async fn a_client_asking_for_protocol_3_2_is_served_at_3_0() {
     direct.write_all(&startup).await.unwrap();
     let mut dbuf = bytes::BytesMut::new();
     let first = loop {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), direct.read_buf(&mut dbuf))
-            .await
-            .expect("PostgreSQL replies")
-            .unwrap();
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            direct.read_buf(&mut dbuf),
+        )
+        .await
+        .expect("PostgreSQL replies")
+        .unwrap();
         assert!(n > 0);
         if let Some(f) = rowgate::wire::next_frame(&mut dbuf, 1 << 20).unwrap() {
             break (f.tag(), f.body().to_vec());
         }
     };
-    assert_eq!(&first, &frames[0], "as PostgreSQL's NegotiateProtocolVersion");
-    let key = frames.iter().find(|(t, _)| *t == b'K').expect("BackendKeyData");
+    assert_eq!(
+        &first, &frames[0],
+        "as PostgreSQL's NegotiateProtocolVersion"
+    );
+    let key = frames
+        .iter()
+        .find(|(t, _)| *t == b'K')
+        .expect("BackendKeyData");
     assert_eq!(key.1.len(), 8, "a 3.0 cancel key: pid and a 4-byte secret");
     let row = frames.iter().find(|(t, _)| *t == b'D').unwrap();
     assert!(String::from_utf8_lossy(&row.1).contains("user_alice"));

@@ -366,17 +366,22 @@ async fn startup_reports(
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     use postgres_protocol::message::frontend;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let mut out = BytesMut::new();
     frontend::startup_message(params.iter().copied(), &mut out).unwrap();
     tcp.write_all(&out).await.unwrap();
     let (mut buf, mut scram, mut reports) = (BytesMut::new(), None, Vec::new());
     loop {
-        while buf.len() < 5 || buf.len() < 1 + u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize {
-            let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_buf(&mut buf))
-                .await
-                .expect("startup reply within 10 s")
-                .unwrap();
+        while buf.len() < 5
+            || buf.len() < 1 + u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize
+        {
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_buf(&mut buf))
+                    .await
+                    .expect("startup reply within 10 s")
+                    .unwrap();
             assert!(n > 0, "server closed during startup");
         }
         let tag = buf[0];
@@ -427,7 +432,15 @@ async fn startup_client_encoding_is_reported_as_postgresql_reports_it() {
     let db = pg().new_database();
     let proxy = rowgate(&proxy_config(&db, 1, "")).await;
     let tok = token("user_alice");
-    for spelling in ["utf-8", "UTF8", "unicode", "euc-jp", "latin1", "ISO-8859-15", "win1252"] {
+    for spelling in [
+        "utf-8",
+        "UTF8",
+        "unicode",
+        "euc-jp",
+        "latin1",
+        "ISO-8859-15",
+        "win1252",
+    ] {
         let encoding = |reports: &[(String, String)]| {
             reports
                 .iter()

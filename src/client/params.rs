@@ -486,7 +486,10 @@ mod tests {
         // Same encoding as the server's, other spelling: nothing to keep.
         let mut p = ClientParams::from_startup(&s(&[("client_encoding", "utf-8")]));
         p.drop_server_defaults(&server);
-        assert_eq!(p.initial_report(&server)[0], ("client_encoding".into(), "UTF8".into()));
+        assert_eq!(
+            p.initial_report(&server)[0],
+            ("client_encoding".into(), "UTF8".into())
+        );
         assert!(p.settings().all(|(k, _)| k != "client_encoding"));
         let mut p = ClientParams::from_startup(&s(&[("client_encoding", "euc-jp")]));
         p.drop_server_defaults(&server);

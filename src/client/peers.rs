@@ -55,9 +55,9 @@ impl PeersConfig {
         let own = self.id.map(|id| check_id(id, "id")).transpose()?;
         let mut others = BTreeMap::new();
         for (key, addr) in &self.addresses {
-            let id: u16 = key
-                .parse()
-                .map_err(|_| format!("[peers.addresses] {key:?}: the key must be an instance id (a number)"))?;
+            let id: u16 = key.parse().map_err(|_| {
+                format!("[peers.addresses] {key:?}: the key must be an instance id (a number)")
+            })?;
             check_id(id, &format!("addresses.{key}"))?;
             let port_ok = addr
                 .rsplit_once(':')

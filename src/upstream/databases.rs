@@ -150,7 +150,10 @@ fn entries(config: &Config) -> Result<Vec<(String, String, DatabaseConfig)>, Str
 }
 
 fn section(name: &str) -> String {
-    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         format!("[databases.{name}]")
     } else {
         format!("[databases.{name:?}]")
@@ -203,8 +206,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
         if name.is_empty() {
             return Err("[databases.\"\"]: a database name cannot be empty".into());
         }
-        Target::from_url(&wildcard_url(&p.url, "db"))
-            .map_err(|e| format!("{sect} url: {e}"))?;
+        Target::from_url(&wildcard_url(&p.url, "db")).map_err(|e| format!("{sect} url: {e}"))?;
         if db.auth.is_some() || db.identity.is_some() {
             let auth = db.auth.as_ref().unwrap_or(&config.auth);
             let identity = db.identity.as_ref().unwrap_or(&config.identity);
@@ -470,7 +472,13 @@ fn intern(name: &str) -> &'static str {
     leaked
 }
 
-fn database(name: String, label: &'static str, pool: Pool, f: &Flavour, wildcard: bool) -> Database {
+fn database(
+    name: String,
+    label: &'static str,
+    pool: Pool,
+    f: &Flavour,
+    wildcard: bool,
+) -> Database {
     Database {
         name,
         label,
@@ -546,7 +554,10 @@ leeway_secs = 7
              [databases.app]\nurl = \"postgres://a:b@127.0.0.2/app\"\n",
         )
         .unwrap_err();
-        assert!(err.contains("[upstream] serves the database \"app\""), "{err}");
+        assert!(
+            err.contains("[upstream] serves the database \"app\""),
+            "{err}"
+        );
         assert!(err.contains("[databases.app]"), "{err}");
     }
 
