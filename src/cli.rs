@@ -94,12 +94,10 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Check { config } => {
             let cfg = Config::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
             println!(
-                "{}: OK (listen {}, upstream {} as {}, pool_size {})",
+                "{}: OK (listen {}, {})",
                 config.display(),
                 cfg.listen.addr,
-                crate::upstream::Target::from_url(&cfg.upstream.url)?.display_addr(),
-                crate::upstream::Target::from_url(&cfg.upstream.url)?.user,
-                cfg.upstream.pool_size
+                crate::upstream::databases::summary(&cfg)?
             );
             Ok(())
         }

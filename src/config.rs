@@ -15,8 +15,19 @@ pub struct Config {
     /// Where clients connect.
     #[serde(default)]
     pub listen: ListenConfig,
-    /// The one PostgreSQL server behind rowgate and its pool.
-    pub upstream: UpstreamConfig,
+    /// A PostgreSQL database behind rowgate and its pool: serves the
+    /// startup `database` named in its URL. Optional when `[databases]`
+    /// entries exist.
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+    /// More databases by startup `database` name (`[databases.NAME]`), and
+    /// the wildcard `[databases."*"]` whose URL holds `{dbname}`.
+    #[serde(default)]
+    pub databases: std::collections::BTreeMap<String, crate::upstream::databases::DatabaseConfig>,
+    /// This instance's id and the other instances it forwards cancel
+    /// requests to.
+    #[serde(default)]
+    pub peers: crate::client::peers::PeersConfig,
     /// How client passwords (JWTs) are verified.
     pub auth: AuthConfig,
     /// Which verified claims become which transaction-local settings.
@@ -240,6 +251,7 @@ impl Config {
         for (name, value) in env {
             apply_env_override(&mut doc, &name, &value);
         }
+        crate::upstream::databases::inherit_overrides(&mut doc);
         let config: Config = toml::Value::Table(doc)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
@@ -254,18 +266,8 @@ impl Config {
                 "[listen] tls_cert_file and tls_key_file must be set together".into(),
             ));
         }
-        if self.upstream.min_idle > self.upstream.pool_size {
-            return Err(ConfigError::Invalid(
-                "[upstream] min_idle cannot be larger than pool_size".into(),
-            ));
-        }
-        if self.upstream.pool_size == 0 {
-            return Err(ConfigError::Invalid(
-                "[upstream] pool_size must be at least 1".into(),
-            ));
-        }
-        crate::upstream::Target::from_url(&self.upstream.url)
-            .map_err(|e| ConfigError::Invalid(format!("[upstream] url: {e}")))?;
+        crate::upstream::databases::validate(self).map_err(ConfigError::Invalid)?;
+        self.peers.validate().map_err(ConfigError::Invalid)?;
         crate::auth::validate(&self.auth, &self.identity)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         crate::guard::Guard::new(&self.guard)
@@ -279,6 +281,7 @@ impl Config {
 const SECTIONS: &[&str] = &[
     "listen",
     "upstream",
+    "peers",
     "auth",
     "identity",
     "metrics",
@@ -376,8 +379,9 @@ leeway_secs = 5
     fn minimal_config_loads_with_defaults() {
         let c = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(c.listen.addr, "127.0.0.1:6432");
-        assert_eq!(c.upstream.pool_size, 10);
-        assert_eq!(c.upstream.acquire_timeout, Duration::from_secs(5));
+        let upstream = c.upstream.as_ref().unwrap();
+        assert_eq!(upstream.pool_size, 10);
+        assert_eq!(upstream.acquire_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -391,7 +395,7 @@ leeway_secs = 5
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c = Config::from_toml_with_env(MINIMAL, env).unwrap();
-        assert_eq!(c.upstream.pool_size, 3);
+        assert_eq!(c.upstream.as_ref().unwrap().pool_size, 3);
         assert_eq!(c.listen.addr, "127.0.0.1:7000");
     }
 

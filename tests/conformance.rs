@@ -127,6 +127,8 @@ const CASES: &[&str] = &[
     "wire_malformed",
     "wire_pipelined",
     "savepoint_session_set",
+    "client_encoding",
+    "wire_query_after_unsynced",
 ];
 
 /// Every case runs twice: under the `standard` guard profile (or the one
@@ -137,7 +139,7 @@ const CASES: &[&str] = &[
 const STRICT_REFUSES: &[(&str, &str)] = &[
     (
         "session_settings",
-        "RESET ALL, which would clear the identity",
+        "RESET ALL, which would clear the identity (so the case runs with the guard off)",
     ),
     ("errors", "DO blocks"),
     ("notices", "DO blocks that RAISE"),
@@ -165,6 +167,8 @@ macro_rules! case {
 }
 
 case!(ddl_dml_transactions);
+case!(client_encoding);
+case!(wire_query_after_unsynced);
 case!(errors);
 case!(notices);
 case!(empty_queries);
@@ -429,9 +433,9 @@ impl<'a> Side<'a> {
     async fn proxied(proxy: &'a RunningProxy, wire: bool) -> Side<'a> {
         let (label, port, tok) = ("through rowgate", proxy.port(), token("user_a"));
         let s = if wire {
-            AnySession::Wire(RawSession::open(label, port, "anyone", &tok, "app").await)
+            AnySession::Wire(RawSession::open(label, port, "anyone", &tok, proxy.dbname()).await)
         } else {
-            AnySession::Driver(Session::open(label, port, "anyone", &tok, "app").await)
+            AnySession::Driver(Session::open(label, port, "anyone", &tok, proxy.dbname()).await)
         };
         let other = proxy.connect(&token("user_b")).await.unwrap();
         Side {
@@ -1597,7 +1601,7 @@ async fn startup_parameters_shape_the_session() {
         .port(proxy.port())
         .user("anyone")
         .password(token("user_a"))
-        .dbname("app")
+        .dbname(proxy.dbname())
         .connect(tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -1633,7 +1637,10 @@ async fn notifications_reach_only_the_listener() {
         let mut config = tokio_postgres::Config::new();
         config.host("127.0.0.1");
         if through_rowgate {
-            config.port(proxy.port()).user("anyone").dbname("app");
+            config
+                .port(proxy.port())
+                .user("anyone")
+                .dbname(proxy.dbname());
         } else {
             config
                 .port(db.port())

@@ -110,11 +110,13 @@ fn message(rng: &mut StdRng, out: &mut BytesMut) {
 
 /// A fuzzed session: connect, authenticate, send random batches while
 /// reading whatever comes back, then leave.
-async fn fuzzed_session(addr: std::net::SocketAddr, tok: &str, rng: &mut StdRng) {
+async fn fuzzed_session(addr: std::net::SocketAddr, dbname: &str, tok: &str, rng: &mut StdRng) {
     let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
         return;
     };
-    let mut hello = rowgate::wire::frontend::startup_message(&[("user", "fuzz")]).to_vec();
+    let mut hello =
+        rowgate::wire::frontend::startup_message(&[("user", "fuzz"), ("database", dbname)])
+            .to_vec();
     let mut pw = BytesMut::new();
     frame(&mut pw, b'p', &cstr(tok));
     hello.extend_from_slice(&pw);
@@ -168,7 +170,7 @@ async fn after_every_fuzzed_session_the_next_client_is_served() {
         .await
         .expect("well-behaved client connects");
     for i in 0..sessions {
-        fuzzed_session(proxy.addr(), &fuzzer, &mut rng).await;
+        fuzzed_session(proxy.addr(), proxy.dbname(), &fuzzer, &mut rng).await;
         // The well-behaved client, on the one pooled connection.
         let served = tokio::time::timeout(Duration::from_secs(15), async {
             client

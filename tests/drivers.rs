@@ -143,7 +143,13 @@ async fn differential(
         &iters,
         &clients(true),
     );
-    let mut proxied = program("proxy", proxy.port(), "app", &iters, &clients(false));
+    let mut proxied = program(
+        "proxy",
+        proxy.port(),
+        proxy.dbname(),
+        &iters,
+        &clients(false),
+    );
     direct.current_dir(root());
     proxied.current_dir(root());
     let started = std::time::Instant::now();
@@ -454,7 +460,14 @@ async fn pgbench(mode: &str) {
             direct_db.name(),
             &what_direct,
         ),
-        pgbench_run(mode, proxy.port(), "anyone", &tok, "app", &what_proxied),
+        pgbench_run(
+            mode,
+            proxy.port(),
+            "anyone",
+            &tok,
+            proxy.dbname(),
+            &what_proxied
+        ),
     );
     eprintln!("pgbench -M {mode}: both runs took {:?}", started.elapsed());
     let expected = CLIENTS * PGBENCH_TRANSACTIONS;
@@ -506,7 +519,7 @@ async fn asyncpg_schema_change() {
     let mut outputs = Vec::new();
     for (mode, port, db) in [
         ("direct", direct_db.port(), direct_db.name()),
-        ("proxy", proxy.port(), "app"),
+        ("proxy", proxy.port(), proxy.dbname()),
     ] {
         let mut cmd = python("asyncpg_schema_change.py");
         cmd.args(["127.0.0.1", &port.to_string(), db, mode])

@@ -723,7 +723,7 @@ async fn raw_function_call(proxy: &RunningProxy, oid: u32, args: &[&str]) -> Vec
     let mut out = bytes::BytesMut::new();
     out.extend_from_slice(&frontend::startup_message(&[
         ("user", "anyone"),
-        ("database", "app"),
+        ("database", proxy.dbname()),
     ]));
     let tok = token(A);
     put_frame(&mut out, b'p', |b| put_cstr(b, tok.as_bytes()));

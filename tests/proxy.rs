@@ -371,9 +371,11 @@ async fn bytes_pipelined_after_the_startup_packet_are_kept() {
     let tok = token("user_alice");
     // Startup, password and a query in one write, before any reply: what
     // @neondatabase/serverless does.
-    let mut bytes =
-        rowgate::wire::frontend::startup_message(&[("user", "anyone"), ("database", "app")])
-            .to_vec();
+    let mut bytes = rowgate::wire::frontend::startup_message(&[
+        ("user", "anyone"),
+        ("database", proxy.dbname()),
+    ])
+    .to_vec();
     let mut msgs = bytes::BytesMut::new();
     rowgate::wire::put_frame(&mut msgs, b'p', |b| {
         rowgate::wire::put_cstr(b, tok.as_bytes())
@@ -402,6 +404,109 @@ async fn bytes_pipelined_after_the_startup_packet_are_kept() {
     }
     assert!(data[0].contains("user_alice"), "{data:?}");
     assert_eq!(tags.first(), Some(&'R'));
+}
+
+/// A PostgreSQL 18 client asks for protocol 3.2 (longer cancel keys);
+/// rowgate speaks 3.0 and says so with NegotiateProtocolVersion, as a 3.0
+/// server does, listing the protocol options it does not know, and the
+/// session then works at 3.0 (a 4-byte cancel secret).
+#[tokio::test]
+async fn a_client_asking_for_protocol_3_2_is_served_at_3_0() {
+    use bytes::{Buf, BufMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_db, proxy) = setup(1).await;
+    let tok = token("user_alice");
+    let mut body = bytes::BytesMut::new();
+    body.put_i32(3 << 16 | 2);
+    for (k, v) in [
+        ("user", "anyone"),
+        ("database", proxy.dbname()),
+        ("_pq_.test_protocol_option", "1"),
+    ] {
+        rowgate::wire::put_cstr(&mut body, k.as_bytes());
+        rowgate::wire::put_cstr(&mut body, v.as_bytes());
+    }
+    body.put_u8(0);
+    let mut startup = bytes::BytesMut::new();
+    startup.put_i32(body.len() as i32 + 4);
+    startup.extend_from_slice(&body);
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    tcp.write_all(&startup).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut frames = Vec::new();
+    let mut sent_password = false;
+    'read: loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_buf(&mut buf))
+            .await
+            .expect("a reply within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed early: {frames:?}");
+        while let Some(f) = rowgate::wire::next_frame(&mut buf, 1 << 20).unwrap() {
+            frames.push((f.tag(), f.body().to_vec()));
+            if f.tag() == b'R' && f.body() == [0, 0, 0, 3] && !sent_password {
+                let mut pw = bytes::BytesMut::new();
+                rowgate::wire::put_frame(&mut pw, b'p', |b| {
+                    rowgate::wire::put_cstr(b, tok.as_bytes())
+                });
+                rowgate::wire::frontend::put_query(&mut pw, "select auth.user_id()");
+                tcp.write_all(&pw).await.unwrap();
+                sent_password = true;
+            }
+            if f.tag() == b'Z' && frames.iter().any(|(t, _)| *t == b'D') {
+                break 'read;
+            }
+        }
+    }
+    let (tag, negotiate) = &frames[0];
+    assert_eq!(*tag, b'v', "NegotiateProtocolVersion first: {frames:?}");
+    let mut v = &negotiate[..];
+    assert_eq!(v.get_i32(), 3 << 16, "the version served, whole: 3.0");
+    assert_eq!(v.get_i32(), 1);
+    assert_eq!(v, b"_pq_.test_protocol_option\0");
+    // PostgreSQL itself answers an unknown protocol option the same way.
+    let mut direct = tokio::net::TcpStream::connect(("127.0.0.1", _db.port()))
+        .await
+        .unwrap();
+    let mut body = bytes::BytesMut::new();
+    body.put_i32(3 << 16);
+    for (k, val) in [
+        ("user", support::AUTHENTICATOR),
+        ("database", _db.name()),
+        ("_pq_.test_protocol_option", "1"),
+    ] {
+        rowgate::wire::put_cstr(&mut body, k.as_bytes());
+        rowgate::wire::put_cstr(&mut body, val.as_bytes());
+    }
+    body.put_u8(0);
+    let mut startup = bytes::BytesMut::new();
+    startup.put_i32(body.len() as i32 + 4);
+    startup.extend_from_slice(&body);
+    direct.write_all(&startup).await.unwrap();
+    let mut dbuf = bytes::BytesMut::new();
+    let first = loop {
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            direct.read_buf(&mut dbuf),
+        )
+        .await
+        .expect("PostgreSQL replies")
+        .unwrap();
+        assert!(n > 0);
+        if let Some(f) = rowgate::wire::next_frame(&mut dbuf, 1 << 20).unwrap() {
+            break (f.tag(), f.body().to_vec());
+        }
+    };
+    assert_eq!(
+        &first, &frames[0],
+        "as PostgreSQL's NegotiateProtocolVersion"
+    );
+    let key = frames
+        .iter()
+        .find(|(t, _)| *t == b'K')
+        .expect("BackendKeyData");
+    assert_eq!(key.1.len(), 8, "a 3.0 cancel key: pid and a 4-byte secret");
+    let row = frames.iter().find(|(t, _)| *t == b'D').unwrap();
+    assert!(String::from_utf8_lossy(&row.1).contains("user_alice"));
 }
 
 #[tokio::test]

@@ -160,6 +160,7 @@ async fn startup_parameters_and_options_apply_to_every_transaction() {
         .port(proxy.port())
         .user("alice")
         .password(token("user_alice"))
+        .dbname(proxy.dbname())
         .application_name("alice-startup")
         .options("-c statement_timeout=777 -c myapp.tenant=from-options")
         .connect(tokio_postgres::NoTls)
@@ -412,7 +413,9 @@ async fn a_notification_from_the_own_backend_carries_the_clients_pid() {
     let config = proxy_config(&db, 2, "") + "[session_state]\nlisten = \"pin\"\n";
     let proxy = rowgate(&config).await;
     let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut out = rowgate::wire::frontend::startup_message(&[("user", "raw")]).to_vec();
+    let mut out =
+        rowgate::wire::frontend::startup_message(&[("user", "raw"), ("database", proxy.dbname())])
+            .to_vec();
     let mut b = bytes::BytesMut::new();
     rowgate::wire::put_frame(&mut b, b'p', |b| {
         rowgate::wire::put_cstr(b, token("user_alice").as_bytes())
@@ -450,4 +453,122 @@ async fn a_notification_from_the_own_backend_carries_the_clients_pid() {
         notified_pid, key_pid,
         "the notification names the client's own pid"
     );
+}
+
+/// The ParameterStatus values of a startup with `params`, logging in with
+/// `password` by whatever the server asks (cleartext from rowgate, SCRAM
+/// from PostgreSQL).
+async fn startup_reports(
+    port: u16,
+    password: &str,
+    params: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    use bytes::{Buf, BytesMut};
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use postgres_protocol::message::frontend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut out = BytesMut::new();
+    frontend::startup_message(params.iter().copied(), &mut out).unwrap();
+    tcp.write_all(&out).await.unwrap();
+    let (mut buf, mut scram, mut reports) = (BytesMut::new(), None, Vec::new());
+    loop {
+        while buf.len() < 5
+            || buf.len() < 1 + u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize
+        {
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_buf(&mut buf))
+                    .await
+                    .expect("startup reply within 10 s")
+                    .unwrap();
+            assert!(n > 0, "server closed during startup");
+        }
+        let tag = buf[0];
+        let len = u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+        let body = buf.split_to(1 + len).split_off(5);
+        let mut out = BytesMut::new();
+        match tag {
+            b'R' => match (&body[..]).get_i32() {
+                0 => continue,
+                3 => frontend::password_message(password.as_bytes(), &mut out).unwrap(),
+                10 => {
+                    let sc = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response("SCRAM-SHA-256", sc.message(), &mut out)
+                        .unwrap();
+                    scram = Some(sc);
+                }
+                11 => {
+                    let sc = scram.as_mut().unwrap();
+                    sc.update(&body[4..]).unwrap();
+                    frontend::sasl_response(sc.message(), &mut out).unwrap();
+                }
+                12 => {
+                    scram.as_mut().unwrap().finish(&body[4..]).unwrap();
+                    continue;
+                }
+                n => panic!("unexpected authentication request {n}"),
+            },
+            b'S' => {
+                let mut parts = body[..].split(|b: &u8| *b == 0);
+                let name = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
+                let value = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
+                reports.push((name, value));
+                continue;
+            }
+            b'E' => panic!("startup failed: {}", String::from_utf8_lossy(&body)),
+            b'Z' => return reports,
+            _ => continue,
+        }
+        tcp.write_all(&out).await.unwrap();
+    }
+}
+
+/// `client_encoding` in the startup packet, in any spelling, is reported
+/// back by the name PostgreSQL itself reports (`UTF8`, `EUC_JP`, ...):
+/// drivers map their decoder from it.
+#[tokio::test]
+async fn startup_client_encoding_is_reported_as_postgresql_reports_it() {
+    let db = pg().new_database();
+    let proxy = rowgate(&proxy_config(&db, 1, "")).await;
+    let tok = token("user_alice");
+    for spelling in [
+        "utf-8",
+        "UTF8",
+        "unicode",
+        "euc-jp",
+        "latin1",
+        "ISO-8859-15",
+        "win1252",
+    ] {
+        let encoding = |reports: &[(String, String)]| {
+            reports
+                .iter()
+                .find(|(n, _)| n == "client_encoding")
+                .map(|(_, v)| v.clone())
+        };
+        let direct = startup_reports(
+            db.port(),
+            support::AUTHENTICATOR_PASSWORD,
+            &[
+                ("user", support::AUTHENTICATOR),
+                ("database", db.name()),
+                ("client_encoding", spelling),
+            ],
+        )
+        .await;
+        let proxied = startup_reports(
+            proxy.port(),
+            &tok,
+            &[
+                ("user", "anyone"),
+                ("database", proxy.dbname()),
+                ("client_encoding", spelling),
+            ],
+        )
+        .await;
+        assert!(encoding(&direct).is_some(), "{spelling}: {direct:?}");
+        assert_eq!(encoding(&proxied), encoding(&direct), "{spelling}");
+    }
 }

@@ -167,12 +167,14 @@ async fn tls_on_both_sides() {
     );
     let proxy = support::rowgate(&config(&db, &url, &dir, "")).await;
     let port = proxy.port();
+    let dbname = proxy.dbname().to_owned();
+    let dbname2 = dbname.clone();
 
     // Client side: encrypted with sslmode=require, and verified with
     // verify-full against the certificate.
     let ssl_used = tokio::task::spawn_blocking(move || {
         psql_ok(
-            format!("host=127.0.0.1 port={port} dbname=app user=u sslmode=require"),
+            format!("host=127.0.0.1 port={port} dbname={dbname} user=u sslmode=require"),
             "select auth.user_id()",
         )
     })
@@ -183,7 +185,7 @@ async fn tls_on_both_sides() {
     let verified = tokio::task::spawn_blocking(move || {
         psql_ok(
             format!(
-                "host=localhost port={port} dbname=app user=u sslmode=verify-full sslrootcert={}",
+                "host=localhost port={port} dbname={dbname2} user=u sslmode=verify-full sslrootcert={}",
                 root.display()
             ),
             "select auth.user_id()",

@@ -109,7 +109,7 @@ async fn run(args: Args) -> Result<(), String> {
         port,
         user: "pgbench".into(),
         password: token.clone(),
-        dbname: "bench".into(),
+        dbname: cluster.db.clone(),
     };
     let (conn_on, conn_off) = (via(on.port), via(off.port));
     let direct = Conn {

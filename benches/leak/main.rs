@@ -207,7 +207,7 @@ async fn run_rowgate(
         style: Style::Named,
         endpoint: Endpoint {
             port: server.local_addr().port(),
-            dbname: "bench".into(),
+            dbname: cluster.db.clone(),
             user: "bench".into(),
             password: None,
         },

@@ -192,7 +192,7 @@ async fn pgbench_matrix(
         port: rowgate.port,
         user: "pgbench".into(),
         password: token,
-        dbname: "bench".into(),
+        dbname: cluster.db.clone(),
     };
     let dir = common::TempDir::new("rowgate-bench-pgbench")?;
     let script = dir.path().join("safe_identity.sql");

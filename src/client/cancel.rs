@@ -1,8 +1,12 @@
 //! Cancel requests. Each client gets a BackendKeyData issued by rowgate; a
 //! CancelRequest carrying it is sent on to the upstream backend that is
-//! running that client's transaction, with that backend's real key.
+//! running that client's transaction, with that backend's real key, on
+//! that client's database. With `[peers]`, the key also says which instance
+//! issued it, and a request for another instance's key is forwarded there
+//! (see [`super::peers`]).
 
-use crate::upstream::Pool;
+use super::peers::{Peers, FORWARD_TIMEOUT};
+use crate::upstream::Database;
 use crate::wire::frontend::cancel_request;
 use rand::Rng;
 use std::collections::HashMap;
@@ -34,22 +38,34 @@ impl CancelSlot {
     }
 }
 
-/// Maps rowgate-issued keys to the slot of the client holding them.
+/// Maps rowgate-issued keys to the slot of the client holding them (and
+/// its database, whose server the cancel goes to).
 #[derive(Default)]
 pub struct CancelRegistry {
-    map: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
+    map: Mutex<HashMap<(i32, i32), (Arc<CancelSlot>, Arc<Database>)>>,
+    peers: Peers,
 }
 
 impl CancelRegistry {
-    /// Issues a fresh, unused key for a new client, with its slot.
-    pub fn register(&self) -> ((i32, i32), Arc<CancelSlot>) {
+    /// A registry issuing keys that carry this instance's peer id.
+    pub fn new(peers: Peers) -> CancelRegistry {
+        CancelRegistry {
+            map: Mutex::default(),
+            peers,
+        }
+    }
+
+    /// Issues a fresh, unused key for a new client of `database`, with its
+    /// slot.
+    pub fn register(&self, database: Arc<Database>) -> ((i32, i32), Arc<CancelSlot>) {
         let mut rng = rand::thread_rng();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let key = (rng.gen_range(1..i32::MAX), rng.gen::<i32>());
+            let pid = self.peers.issue_pid(rng.gen_range(1..i32::MAX));
+            let key = (pid, rng.gen::<i32>());
             if let std::collections::hash_map::Entry::Vacant(v) = map.entry(key) {
                 let slot = Arc::new(CancelSlot::default());
-                v.insert(slot.clone());
+                v.insert((slot.clone(), database));
                 return (key, slot);
             }
         }
@@ -63,21 +79,51 @@ impl CancelRegistry {
             .remove(&key);
     }
 
-    /// Forwards a cancel for `key`, if that client is running something.
-    pub async fn cancel(&self, pid: i32, secret: i32, pool: &Pool) {
+    /// Forwards a cancel for `key`: to the peer that issued it, or, for a
+    /// key of this instance whose client is running something, to that
+    /// client's upstream backend. Best effort within [`FORWARD_TIMEOUT`],
+    /// like PostgreSQL's own cancel (nothing is answered either way).
+    pub async fn cancel(&self, pid: i32, secret: i32) {
+        if let Some(peer) = self.peers.owner_elsewhere(pid) {
+            // As received: the peer finds the key in its own registry.
+            if send(peer, &cancel_request(pid, secret)).await {
+                crate::metrics::incr("rowgate_cancels_forwarded_total", "peer");
+            }
+            return;
+        }
         let target = self
             .map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(pid, secret))
-            .and_then(|slot| slot.get());
-        let Some((upid, usecret)) = target else {
+            .and_then(|(slot, db)| Some((slot.get()?, db.clone())));
+        let Some(((upid, usecret), db)) = target else {
             return;
         };
-        let t = pool.target();
-        if let Ok(mut tcp) = tokio::net::TcpStream::connect((t.host.as_str(), t.port)).await {
-            let _ = tcp.write_all(&cancel_request(upid, usecret)).await;
-            crate::metrics::incr("rowgate_cancels_forwarded_total", "");
+        let t = db.pool().target();
+        if send(&t.display_addr(), &cancel_request(upid, usecret)).await {
+            crate::metrics::incr("rowgate_cancels_forwarded_total", db.label());
+        }
+    }
+}
+
+/// Opens a TCP connection to `addr`, writes `packet` and closes; false when
+/// that failed or took longer than [`FORWARD_TIMEOUT`].
+async fn send(addr: &str, packet: &[u8]) -> bool {
+    let attempt = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(packet).await?;
+        tcp.shutdown().await
+    };
+    match tokio::time::timeout(FORWARD_TIMEOUT, attempt).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(%addr, "cancel request not delivered: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(%addr, "cancel request not delivered within {FORWARD_TIMEOUT:?}");
+            false
         }
     }
 }

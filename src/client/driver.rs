@@ -33,6 +33,7 @@ const BIG_STATEMENT: usize = 64 * 1024;
 /// One session's sockets and buffers.
 struct Driver {
     shared: Arc<Shared>,
+    database: Arc<crate::upstream::Database>,
     core: Core,
     client: Stream,
     crbuf: BytesMut,
@@ -61,8 +62,10 @@ pub(super) async fn run(
     key: (i32, i32),
     cancel_slot: Arc<CancelSlot>,
 ) {
+    let database = ok.database.clone();
     let core = Core::new(
         shared.clone(),
+        ok.database,
         key,
         ok.identity,
         ok.params,
@@ -70,6 +73,7 @@ pub(super) async fn run(
     );
     let mut d = Driver {
         shared,
+        database,
         core,
         client: ok.stream,
         crbuf: ok.pending,
@@ -202,8 +206,8 @@ impl Driver {
     /// Borrows a connection, watching the client meanwhile: None if the
     /// client left while it waited.
     async fn acquire(&mut self) -> Option<Result<PooledConn, crate::upstream::PoolError>> {
-        let pool = self.shared.pool.clone();
-        let acquire = pool.acquire();
+        let database = self.database.clone();
+        let acquire = database.pool().acquire();
         tokio::pin!(acquire);
         loop {
             let room = self.crbuf.len() < READ_AHEAD && !self.client_eof;

@@ -6,15 +6,14 @@ mod cancel;
 mod core;
 mod driver;
 mod params;
+pub mod peers;
 pub mod startup;
 mod tls;
 
-use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics;
-use crate::upstream::Pool;
+use crate::upstream::Databases;
 use crate::wire::stream::Stream;
-use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -26,18 +25,13 @@ pub use cancel::CancelRegistry;
 pub struct Shared {
     /// The configuration in force.
     pub config: Config,
-    /// Verifies tokens.
-    pub auth: Arc<Authenticator>,
-    /// Upstream connections.
-    pub pool: Pool,
+    /// The databases clients can connect to: each with its pool, its token
+    /// verifier and its identity statement.
+    pub databases: Databases,
     /// Client-side TLS, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Cancel keys.
     pub cancels: CancelRegistry,
-    /// Parse payload of the identity statement.
-    pub identity_spec: Bytes,
-    /// Setting names of the identity statement (the seal last, if on).
-    pub setting_names: Vec<String>,
     /// Refuses statements a client must not send.
     pub guard: crate::guard::Guard,
     /// Seals the identity, when sealed mode is on.
@@ -83,43 +77,16 @@ impl Server {
     }
     /// Upstream connections idle in the pool.
     pub fn idle_upstream_connections(&self) -> usize {
-        self.shared.pool.idle_count()
+        self.shared.databases.idle_count()
     }
 }
 
-/// The identity statement: every setting of the transaction (the client's
-/// own session parameters first, the identity last so it always wins) as
-/// two bound `text[]` parameters, names and values, applied in order with
-/// `set_config(name, value, true)`. Values are never spliced into SQL.
-///
-/// `$3` counts the client's own settings at the front; for the rest (the
-/// identity), a session-level value someone left on the pooled connection
-/// is first cleared, so it cannot surface after this transaction either.
-///
-/// Rows are applied in order (a function scan in a plain SELECT), so the
-/// identity, last, wins over a client setting of the same name.
-fn identity_spec() -> Bytes {
-    // No rows come back: concat() evaluates both calls for every setting
-    // (a function's arguments are all evaluated; AND/OR could skip one)
-    // and is never NULL, so the WHERE drops every row. The values, the
-    // claims JSON among them, then do not travel back on every transaction.
-    let sql =
-        "SELECT FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(n, v, o) \
-         WHERE concat(CASE WHEN o > $3::int THEN set_config(n, CASE n WHEN 'role' THEN 'none' ELSE '' END, false) END, \
-                      set_config(n, v, true)) IS NULL";
-    crate::wire::frontend::parse_spec(sql.as_bytes())
-}
-
 impl Shared {
-    /// Everything a session needs, from the configuration: the
-    /// authenticator (keys loaded), the pool (not connected yet), the guard
-    /// and the seal.
+    /// Everything a session needs, from the configuration: the databases
+    /// (pools not connected yet, token verifiers with their keys), the
+    /// guard, the seal, TLS and the cancel registry.
     pub async fn new(config: Config) -> Result<Shared, StartError> {
-        let auth = Authenticator::new(&config.auth, &config.identity)
-            .await
-            .map_err(|e| StartError::Config(format!("[auth] {e}")))?;
-        let pool = Pool::new(&config.upstream)
-            .map_err(|e| StartError::Config(format!("[upstream] {e}")))?;
+        let peers = config.peers.peers().map_err(StartError::Config)?;
         let tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(StartError::Config)?),
             _ => None,
@@ -133,20 +100,16 @@ impl Shared {
             );
         let sealer = crate::guard::Sealer::new(&config.seal)
             .map_err(|e| StartError::Config(format!("[seal] {e}")))?;
-        let mut setting_names = auth.setting_names().to_vec();
-        if sealer.is_some() {
-            setting_names.push(crate::guard::Sealer::SETTING.to_string());
-        }
+        let databases = Databases::new(&config, sealer.is_some())
+            .await
+            .map_err(StartError::Config)?;
         Ok(Shared {
-            identity_spec: identity_spec(),
-            setting_names,
             guard,
             sealer,
             config,
-            auth,
-            pool,
+            databases,
             tls,
-            cancels: CancelRegistry::default(),
+            cancels: CancelRegistry::new(peers),
         })
     }
 }
@@ -154,7 +117,6 @@ impl Shared {
 /// Binds the listener and starts serving clients in the background.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let shared = Arc::new(Shared::new(config).await?);
-    shared.pool.spawn_maintenance();
     let config = &shared.config;
     let listener = TcpListener::bind(&config.listen.addr)
         .await
@@ -194,7 +156,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             }
         }
     });
-    tracing::info!(%addr, upstream = %shared.pool.target().display_addr(), "rowgate listening");
+    tracing::info!(%addr, databases = %shared.databases.describe(), "rowgate listening");
     Ok(Server {
         addr,
         stop,
@@ -208,7 +170,7 @@ async fn handle_client(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     metrics::add("rowgate_clients_connected", "", 1);
     match startup::handshake(Stream::Plain(tcp), peer, &shared).await {
         Ok(ok) => {
-            let (key, cancel_slot) = shared.cancels.register();
+            let (key, cancel_slot) = shared.cancels.register(ok.database.clone());
             driver::run(shared.clone(), ok, key, cancel_slot).await;
             shared.cancels.unregister(key);
         }

@@ -85,10 +85,12 @@ impl ClientParams {
             let k = k.to_ascii_lowercase();
             if k == "options" {
                 for (name, value) in parse_options(v) {
+                    let value = reported_value(&name, &value);
                     startup.insert(name.to_ascii_lowercase(), value);
                 }
             } else if !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with("_pq_.") {
-                startup.insert(k, v.clone());
+                let v = reported_value(&k, v);
+                startup.insert(k, v);
             }
         }
         // PostgreSQL reports the application_name a client gave, or an
@@ -151,9 +153,10 @@ impl ClientParams {
     ) -> Option<String> {
         let key = name.to_ascii_lowercase();
         let value = match self.startup.get(&key) {
-            Some(own) if resetting => own.as_str(),
-            _ => value,
+            Some(own) if resetting => own.clone(),
+            _ => reported_value(name, value),
         };
+        let value = value.as_str();
         if self.told(name, server) == Some(value) {
             return None;
         }
@@ -191,6 +194,7 @@ impl ClientParams {
                 },
                 SessionOp::Set(n) => match captured.get(n).cloned().flatten() {
                     Some(v) => {
+                        let v = reported_value(n, &v);
                         self.current.insert(n.clone(), v);
                     }
                     None => {
@@ -314,6 +318,79 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// An encoding's name as PostgreSQL reports it (`UTF8`, `LATIN1`,
+/// `EUC_JP`, ...) for any spelling PostgreSQL accepts (`utf-8`, `Unicode`,
+/// `iso-8859-1`, `euc-jp`, `win1252`); None for a name it does not know.
+///
+/// Drivers pick their text decoder from the `client_encoding` they are
+/// told, by these names. The table is PostgreSQL's own
+/// (`src/common/encnames.c`), which compares names lower-cased with
+/// everything but letters and digits removed.
+pub fn canonical_encoding(name: &str) -> Option<&'static str> {
+    let key: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let found = match key.as_str() {
+        "utf8" | "unicode" => "UTF8",
+        "sqlascii" => "SQL_ASCII",
+        "latin1" | "iso88591" => "LATIN1",
+        "latin2" | "iso88592" => "LATIN2",
+        "latin3" | "iso88593" => "LATIN3",
+        "latin4" | "iso88594" => "LATIN4",
+        "latin5" | "iso88599" => "LATIN5",
+        "latin6" | "iso885910" => "LATIN6",
+        "latin7" | "iso885913" => "LATIN7",
+        "latin8" | "iso885914" => "LATIN8",
+        "latin9" | "iso885915" => "LATIN9",
+        "latin10" | "iso885916" => "LATIN10",
+        "iso88595" => "ISO_8859_5",
+        "iso88596" => "ISO_8859_6",
+        "iso88597" => "ISO_8859_7",
+        "iso88598" => "ISO_8859_8",
+        "eucjp" => "EUC_JP",
+        "euccn" => "EUC_CN",
+        "euckr" => "EUC_KR",
+        "euctw" => "EUC_TW",
+        "eucjis2004" => "EUC_JIS_2004",
+        "muleinternal" => "MULE_INTERNAL",
+        "sjis" | "shiftjis" | "mskanji" | "win932" | "windows932" => "SJIS",
+        "shiftjis2004" => "SHIFT_JIS_2004",
+        "big5" | "win950" | "windows950" => "BIG5",
+        "gbk" | "win936" | "windows936" => "GBK",
+        "uhc" | "win949" | "windows949" => "UHC",
+        "gb18030" => "GB18030",
+        "johab" => "JOHAB",
+        "koi8" | "koi8r" => "KOI8R",
+        "koi8u" => "KOI8U",
+        "alt" | "win866" | "windows866" => "WIN866",
+        "win874" | "windows874" => "WIN874",
+        "win" | "win1251" | "windows1251" => "WIN1251",
+        "win1250" | "windows1250" => "WIN1250",
+        "win1252" | "windows1252" => "WIN1252",
+        "win1253" | "windows1253" => "WIN1253",
+        "win1254" | "windows1254" => "WIN1254",
+        "win1255" | "windows1255" => "WIN1255",
+        "win1256" | "windows1256" => "WIN1256",
+        "win1257" | "windows1257" => "WIN1257",
+        "win1258" | "windows1258" | "abc" | "tcvn" | "tcvn5712" | "vscii" => "WIN1258",
+        _ => return None,
+    };
+    Some(found)
+}
+
+/// A setting's value as PostgreSQL would report it in ParameterStatus:
+/// `client_encoding` by its canonical name, everything else as it is.
+fn reported_value(name: &str, value: &str) -> String {
+    if name.eq_ignore_ascii_case("client_encoding") {
+        if let Some(canonical) = canonical_encoding(value) {
+            return canonical.to_owned();
+        }
+    }
+    value.to_owned()
+}
+
 /// Parses libpq's `options` (`-c name=value`, `-cname=value`,
 /// `--name=value`; backslash escapes a space).
 pub fn parse_options(options: &str) -> Vec<(String, String)> {
@@ -379,6 +456,56 @@ pub fn array_literal<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodings_are_named_as_postgresql_names_them() {
+        for (spelling, canonical) in [
+            ("UTF8", "UTF8"),
+            ("utf-8", "UTF8"),
+            ("Unicode", "UTF8"),
+            ("latin1", "LATIN1"),
+            ("ISO-8859-1", "LATIN1"),
+            ("iso_8859_15", "LATIN9"),
+            ("euc-jp", "EUC_JP"),
+            ("EUC_JIS_2004", "EUC_JIS_2004"),
+            ("Shift_JIS", "SJIS"),
+            ("windows-1252", "WIN1252"),
+            ("koi8-r", "KOI8R"),
+            ("iso-8859-5", "ISO_8859_5"),
+            ("sql_ascii", "SQL_ASCII"),
+        ] {
+            assert_eq!(canonical_encoding(spelling), Some(canonical), "{spelling}");
+        }
+        assert_eq!(canonical_encoding("klingon"), None);
+        assert_eq!(canonical_encoding(""), None);
+    }
+
+    #[test]
+    fn client_encoding_is_reported_canonically() {
+        let server = s(&[("client_encoding", "UTF8"), ("DateStyle", "ISO, MDY")]);
+        // Same encoding as the server's, other spelling: nothing to keep.
+        let mut p = ClientParams::from_startup(&s(&[("client_encoding", "utf-8")]));
+        p.drop_server_defaults(&server);
+        assert_eq!(
+            p.initial_report(&server)[0],
+            ("client_encoding".into(), "UTF8".into())
+        );
+        assert!(p.settings().all(|(k, _)| k != "client_encoding"));
+        let mut p = ClientParams::from_startup(&s(&[("client_encoding", "euc-jp")]));
+        p.drop_server_defaults(&server);
+        assert_eq!(
+            p.initial_report(&server)[0],
+            ("client_encoding".into(), "EUC_JP".into())
+        );
+        // A report coming from the upstream in another spelling.
+        assert_eq!(
+            p.upstream_report("client_encoding", "latin1", &server, false),
+            Some("LATIN1".into())
+        );
+        // An unknown name is left alone (PostgreSQL refuses it anyway).
+        assert_eq!(reported_value("client_encoding", "klingon"), "klingon");
+        assert_eq!(reported_value("DateStyle", "utf-8"), "utf-8");
+    }
 
     fn s(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -6,6 +6,8 @@
 use super::params::ClientParams;
 use super::Shared;
 use crate::auth::Identity;
+use crate::upstream::databases::UnknownDatabase;
+use crate::upstream::{Database, PoolError, UpstreamError};
 use crate::wire::backend::{self, Severity};
 use crate::wire::frontend::{parse_startup, password, StartupPacket};
 use crate::wire::stream::Stream;
@@ -56,6 +58,9 @@ pub struct Authenticated {
     pub params: ClientParams,
     /// The upstream server's reported parameters (server_version, ...).
     pub server_params: Arc<Vec<(String, String)>>,
+    /// The database the client asked for: its pool, verifier and identity
+    /// statement.
+    pub database: Arc<Database>,
 }
 
 /// Runs the startup phase to completion. On refusal the FATAL error has not
@@ -109,7 +114,7 @@ pub async fn handshake(
                 }
             }
             StartupPacket::Cancel { pid, secret } => {
-                shared.cancels.cancel(pid, secret, &shared.pool).await;
+                shared.cancels.cancel(pid, secret).await;
                 return Err((None, StartupEnd::Quiet));
             }
             StartupPacket::Unsupported(code) => {
@@ -149,6 +154,28 @@ async fn authenticate(
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    // As libpq and PostgreSQL: no database given means the user's name.
+    let dbname = params
+        .iter()
+        .find(|(k, _)| k == "database")
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+        .unwrap_or(&user);
+    // Before the password, as PgBouncer: the database decides how the
+    // password is checked.
+    let database = match shared.databases.resolve(dbname) {
+        Ok(db) => db,
+        Err(e) => {
+            tracing::info!(%peer, "startup refused: {e}");
+            return Err((
+                Some(stream),
+                StartupEnd::Refuse {
+                    code: UnknownDatabase::SQLSTATE,
+                    message: e.to_string(),
+                },
+            ));
+        }
+    };
     if !password_allowed(
         stream.is_tls(),
         peer.ip(),
@@ -189,7 +216,7 @@ async fn authenticate(
         Ok(t) => String::from_utf8_lossy(t).into_owned(),
         Err(e) => return Err((Some(stream), e.into())),
     };
-    let identity = match shared.auth.authenticate(token.trim(), &user).await {
+    let identity = match database.auth().authenticate(token.trim(), &user).await {
         Ok(id) => id,
         Err(e) => {
             tracing::info!(%peer, reason = e.reason(), "authentication refused: {e}");
@@ -202,18 +229,21 @@ async fn authenticate(
             ));
         }
     };
-    let server_params = match shared.pool.server_params().await {
+    let server_params = match database.pool().server_params().await {
         Ok(p) => p,
         Err(e) => {
-            return Err((
-                Some(stream),
-                StartupEnd::Refuse {
-                    code: e.sqlstate(),
-                    message: format!("rowgate: {e}"),
-                },
-            ))
+            let (code, message) = match &e {
+                // The upstream has no such database (a wildcard entry, or
+                // a database dropped since): say so as PostgreSQL would.
+                PoolError::Connect(UpstreamError::Server(f)) if f.code == "3D000" => {
+                    ("3D000", UnknownDatabase(dbname.to_owned()).to_string())
+                }
+                _ => (e.sqlstate(), format!("rowgate: {e}")),
+            };
+            return Err((Some(stream), StartupEnd::Refuse { code, message }));
         }
     };
+    let database = shared.databases.keep(database);
     let mut out = BytesMut::with_capacity(512);
     out.extend_from_slice(&backend::authentication_ok());
     let mut client_params = ClientParams::from_startup(&params);
@@ -232,6 +262,7 @@ async fn authenticate(
         identity,
         params: client_params,
         server_params,
+        database,
     })
 }
 

@@ -4,10 +4,12 @@
 //! ([`pool`]).
 
 pub mod conn;
+pub mod databases;
 pub mod pool;
 pub mod tls;
 
 pub use conn::{ServerConn, UpstreamError};
+pub use databases::{Database, Databases};
 pub use pool::{Pool, PoolError, PooledConn};
 
 use percent_encoding::percent_decode_str;

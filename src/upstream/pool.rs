@@ -48,6 +48,8 @@ struct Inner {
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
     server_params: Mutex<Option<ServerParams>>,
+    /// Metrics label: the database's configured name.
+    label: &'static str,
 }
 
 /// A shared handle to the pool.
@@ -69,8 +71,18 @@ impl Pool {
                 cfg: cfg.clone(),
                 idle: Mutex::new(Vec::new()),
                 server_params: Mutex::new(None),
+                label: "",
             }),
         })
+    }
+
+    /// Labels this pool's metrics with `label` (the database's configured
+    /// name); call before the pool is shared.
+    pub fn with_label(mut self, label: &'static str) -> Pool {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.label = label;
+        }
+        self
     }
 
     /// The upstream this pool connects to.
@@ -106,7 +118,7 @@ impl Pool {
         {
             Ok(Ok(p)) => p,
             _ => {
-                metrics::incr("rowgate_pool_acquire_timeouts_total", "");
+                metrics::incr("rowgate_pool_acquire_timeouts_total", self.inner.label);
                 return Err(PoolError::Timeout {
                     waited: cfg.acquire_timeout,
                     pool_size: cfg.pool_size,
@@ -123,8 +135,8 @@ impl Pool {
         // Boxed: connecting (TLS, SCRAM) is a large future, and inline it
         // would size every client's task, idle or not, for this rare path.
         let conn = Box::pin(self.connect_with_backoff(started)).await?;
-        metrics::incr("rowgate_upstream_connects_total", "");
-        metrics::add("rowgate_upstream_connections", "", 1);
+        metrics::incr("rowgate_upstream_connects_total", self.inner.label);
+        metrics::add("rowgate_upstream_connections", self.inner.label, 1);
         *self
             .inner
             .server_params
@@ -148,7 +160,7 @@ impl Pool {
             match self.connect_unpooled().await {
                 Ok(conn) => return Ok(conn),
                 Err(e) => {
-                    metrics::incr("rowgate_upstream_connect_failures_total", "");
+                    metrics::incr("rowgate_upstream_connect_failures_total", self.inner.label);
                     tracing::warn!(error = %e, "upstream connect failed");
                     let permanent = matches!(e, UpstreamError::Server(ref f) if f.code.starts_with("28") || f.code == "3D000");
                     if permanent || Instant::now() + delay >= deadline {
@@ -172,7 +184,7 @@ impl Pool {
             // A connection the server closed (restart, idle timeout)
             // must not be lent: the client would lose its first statement.
             if too_old || too_idle || !conn.looks_alive() {
-                metrics::add("rowgate_upstream_connections", "", -1);
+                metrics::add("rowgate_upstream_connections", self.inner.label, -1);
                 continue;
             }
             return Some(conn);
@@ -216,8 +228,8 @@ impl Pool {
                     };
                     match pool.connect_unpooled().await {
                         Ok(conn) => {
-                            metrics::incr("rowgate_upstream_connects_total", "");
-                            metrics::add("rowgate_upstream_connections", "", 1);
+                            metrics::incr("rowgate_upstream_connects_total", pool.inner.label);
+                            metrics::add("rowgate_upstream_connections", pool.inner.label, 1);
                             PooledConn {
                                 conn: Some(conn),
                                 _permit: permit,
@@ -298,7 +310,7 @@ impl DerefMut for PooledConn {
 impl Drop for PooledConn {
     fn drop(&mut self) {
         if self.conn.take().is_some() {
-            metrics::add("rowgate_upstream_connections", "", -1);
+            metrics::add("rowgate_upstream_connections", self.pool.label, -1);
         }
     }
 }

@@ -46,10 +46,12 @@ pub fn close_complete() -> Bytes {
 }
 
 /// NegotiateProtocolVersion: the newest minor version rowgate speaks (3.0)
-/// and the `_pq_.` options it does not understand.
+/// and the `_pq_.` options it does not understand. The version goes on the
+/// wire whole (major << 16 | minor), as PostgreSQL sends it: libpq refuses
+/// a bare minor (`0`) as a downgrade below 3.0.
 pub fn negotiate_protocol_version(minor: i32, unrecognized: &[String]) -> Bytes {
     build(b'v', |b| {
-        b.put_i32(minor);
+        b.put_i32((3 << 16) | (minor & 0xffff));
         b.put_i32(unrecognized.len() as i32);
         for o in unrecognized {
             put_cstr(b, o.as_bytes());

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 /// A rowgate listening on 127.0.0.1, stopped when dropped.
 pub struct RunningProxy {
     server: rowgate::Server,
+    /// The startup database name that reaches the configured upstream.
+    dbname: String,
 }
 
 impl RunningProxy {
@@ -19,11 +21,18 @@ impl RunningProxy {
         self.addr().port()
     }
 
+    /// The database name clients give to reach the (first) configured
+    /// database: rowgate serves only configured names.
+    pub fn dbname(&self) -> &str {
+        &self.dbname
+    }
+
     /// A libpq conninfo string for psql (password passed separately).
     pub fn conninfo(&self) -> String {
         format!(
-            "host=127.0.0.1 port={} dbname=app user=anyone sslmode=disable",
-            self.port()
+            "host=127.0.0.1 port={} dbname={} user=anyone sslmode=disable",
+            self.port(),
+            self.dbname
         )
     }
 
@@ -36,7 +45,7 @@ impl RunningProxy {
             .host("127.0.0.1")
             .port(self.port())
             .user("anyone")
-            .dbname("app")
+            .dbname(&self.dbname)
             .password(token)
             .connect(tokio_postgres::NoTls)
             .await?;
@@ -88,6 +97,13 @@ pub async fn rowgate(config_toml: &str) -> RunningProxy {
             .try_init();
     }
     let config = rowgate::Config::from_toml(config_toml).expect("test config is valid");
+    let dbname = config
+        .upstream
+        .as_ref()
+        .and_then(|u| rowgate::upstream::Target::from_url(&u.url).ok())
+        .map(|t| t.dbname)
+        .or_else(|| config.databases.keys().find(|k| *k != "*").cloned())
+        .unwrap_or_else(|| "app".into());
     let server = rowgate::start(config).await.expect("rowgate starts");
-    RunningProxy { server }
+    RunningProxy { server, dbname }
 }

@@ -12,7 +12,11 @@ impl RawClient {
     pub async fn connect(proxy: &RunningProxy, token: &str) -> RawClient {
         use tokio::io::AsyncWriteExt;
         let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-        let mut hello = rowgate::wire::frontend::startup_message(&[("user", "raw")]).to_vec();
+        let mut hello = rowgate::wire::frontend::startup_message(&[
+            ("user", "raw"),
+            ("database", proxy.dbname()),
+        ])
+        .to_vec();
         let mut pw = bytes::BytesMut::new();
         rowgate::wire::put_frame(&mut pw, b'p', |b| {
             rowgate::wire::put_cstr(b, token.as_bytes())

@@ -4,7 +4,7 @@
 
 use super::expect::{Expect, Kind, ParseNote, Shape};
 use super::statements::{query_of, Statement};
-use super::{Attachment, Copy, End, Hold, Link, Phase, Txn};
+use super::{Attachment, Copy, End, Hold, IdentityState, Link, Phase, Txn};
 use crate::config::StatePolicy;
 use crate::guard::{
     classify, deallocate, ends_a_transaction, is_single_statement, leading_modes, session_effects,
@@ -89,10 +89,13 @@ impl Core {
                 self.forward(frame);
             }
             Phase::Batch => {
-                if matches!(tag, b'S' | b'Q' | b'F') {
+                // Only a Sync ends an extended batch: a Query or
+                // FunctionCall in the middle of one is skipped with the rest
+                // if an earlier message failed.
+                self.forward(frame);
+                if tag == b'S' && self.phase == Phase::Batch {
                     self.phase = Phase::Ready;
                 }
-                self.forward(frame);
             }
         }
     }
@@ -219,6 +222,23 @@ impl Core {
                 None
             }
             Link::Attached(a) => {
+                if a.queue.batch_in_flight() {
+                    // An earlier batch may have failed before the statement
+                    // that opened this block: then no block is open, and the
+                    // identity goes in again.
+                    if let Txn::Open {
+                        block,
+                        identity: IdentityState::Set,
+                        sure: false,
+                    } = a.txn
+                    {
+                        a.txn = Txn::Open {
+                            block,
+                            identity: IdentityState::Reassert,
+                            sure: false,
+                        };
+                    }
+                }
                 if a.txn == Txn::Idle && tag != b'S' {
                     if let Some(message) = self.expired_message() {
                         crate::metrics::incr("rowgate_auth_failures_total", "expired_in_session");
@@ -295,7 +315,7 @@ impl Core {
     }
 
     fn on_parse(&mut self, frame: &Frame) {
-        let max_prepared = self.shared.pool.max_prepared();
+        let max_prepared = self.database.pool().max_prepared();
         let p = match frontend::parse_parts(frame.body()) {
             Ok(p) => p,
             Err(e) => return self.protocol_violation(e.to_string()),
@@ -407,7 +427,7 @@ impl Core {
     /// the shape first (one round trip, only the first time a described
     /// statement is used on a connection); the Bind waits for the answer.
     fn start_shape_check(&mut self, stmt: &Arc<Statement>, frame: &Frame) -> bool {
-        let max_prepared = self.shared.pool.max_prepared();
+        let max_prepared = self.database.pool().max_prepared();
         let Link::Attached(a) = &mut self.link else {
             return false;
         };
@@ -447,12 +467,26 @@ impl Core {
     /// Sends a Bind upstream, the identity first if the transaction needs
     /// it, renaming the statement.
     fn bind(&mut self, frame: Frame) {
-        let max_prepared = self.shared.pool.max_prepared();
+        let max_prepared = self.database.pool().max_prepared();
         let Ok(b) = frontend::bind_parts(frame.body()) else {
             return;
         };
-        let effect = self.statements.effect_of(b.statement);
-        self.before_statement(effect, None);
+        let effect = match self.statements.effect_of(b.statement) {
+            // A bound BEGIN runs only if an Execute follows: not sure.
+            TxnEffect::Starts(m) => {
+                self.before_statement(TxnEffect::Starts(m), None);
+                if let Link::Attached(a) = &mut self.link {
+                    if let Txn::Open { sure, .. } = &mut a.txn {
+                        *sure = false;
+                    }
+                }
+                None
+            }
+            other => Some(other),
+        };
+        if let Some(effect) = effect {
+            self.before_statement(effect, None);
+        }
         if let (Some(stmt), Link::Attached(a)) = (self.statements.get(b.statement), &mut self.link)
         {
             if stmt.session.any() {
@@ -467,14 +501,14 @@ impl Core {
             None => self.to_server.extend_from_slice(frame.as_bytes()),
             Some(n) => put_bind(&mut self.to_server, b.portal, n.as_bytes(), b.rest),
         }
-        let opens = matches!(effect, TxnEffect::Starts(_));
+        let opens = effect.is_none();
         a.queue
             .push(expect_for(Kind::Bind, b.statement, name.as_ref()).opening(opens));
         self.drain_emits();
     }
 
     fn on_describe(&mut self, frame: &Frame) {
-        let max_prepared = self.shared.pool.max_prepared();
+        let max_prepared = self.database.pool().max_prepared();
         let t = match frontend::target(frame.body(), "Describe") {
             Ok(t) => t,
             Err(e) => return self.protocol_violation(e.to_string()),
@@ -524,7 +558,7 @@ impl Core {
     }
 
     fn on_query(&mut self, frame: &Frame) {
-        let max_prepared = self.shared.pool.max_prepared();
+        let max_prepared = self.database.pool().max_prepared();
         let body = frame.body();
         let sql = body.strip_suffix(b"\0").unwrap_or(body);
         let found = self.shared.guard.inspect(sql);
@@ -542,6 +576,10 @@ impl Core {
             TxnEffect::Plain => leading_modes(sql),
             _ => None,
         };
+        // The client's own unsynced extended messages before this Query
+        // decide, as on PostgreSQL, what the server skips after an error
+        // among them: rowgate's Sync must not end that skipping early.
+        let at_boundary = self.phase == Phase::Ready;
         let injected = self.before_statement(effect, leading);
         let fx = session_effects(sql);
         let Link::Attached(a) = &mut self.link else {
@@ -564,7 +602,7 @@ impl Core {
         }
         let opens = matches!(effect, TxnEffect::Starts(_));
         a.queue.push(Expect::forward(Kind::Query).opening(opens));
-        if injected {
+        if injected && at_boundary {
             self.trailing_sync();
         }
         let Link::Attached(a) = &mut self.link else {
@@ -590,9 +628,10 @@ impl Core {
             crate::metrics::incr("rowgate_guard_refusals_total", v.rule);
             return self.refuse_upstream(b'F', violation_error(&v));
         }
+        let at_boundary = self.phase == Phase::Ready;
         let injected = self.before_statement(TxnEffect::Plain, None);
         self.push_raw(frame, Expect::forward(Kind::FunctionCall));
-        if injected {
+        if injected && at_boundary {
             self.trailing_sync();
         }
         self.end_of_batch();

@@ -30,6 +30,10 @@ pub struct Expect {
     /// The message may open a transaction block: if the server skips it
     /// (after an earlier error), rowgate's idea of the transaction is void.
     pub opens_block: bool,
+    /// A simple Query or FunctionCall with rowgate's Sync behind it
+    /// ([`Kind::TrailingSync`]): that Sync's ReadyForQuery is the client's,
+    /// not this one's.
+    pub trailed: bool,
 }
 
 /// A rewrite of the server's ErrorResponse.
@@ -79,10 +83,12 @@ pub enum Kind {
     /// Sync → ReadyForQuery.
     Sync,
     /// A Sync rowgate sends right after a simple Query (or FunctionCall)
-    /// that it put its own statement in front of: swallowed normally; if
-    /// rowgate's statement failed, the server skipped the client's Query
-    /// up to this Sync, whose ReadyForQuery is then the one the client is
-    /// owed.
+    /// that it put its own statement in front of. Its ReadyForQuery is the
+    /// one the client gets for its Query: it comes whether or not the
+    /// server skipped the Query (rowgate's statement failing ahead of it),
+    /// and its status is the transaction's after the Query on every
+    /// version (PostgreSQL 18 keeps the implicit transaction of unsynced
+    /// extended messages open through a following Query until a Sync).
     TrailingSync,
     /// Query → any replies, then ReadyForQuery.
     Query,
@@ -141,6 +147,7 @@ impl Expect {
             swallow: false,
             on_error: None,
             opens_block: false,
+            trailed: false,
         }
     }
     /// An entry whose reply rowgate swallows.
@@ -150,6 +157,7 @@ impl Expect {
             swallow: true,
             on_error: None,
             opens_block: false,
+            trailed: false,
         }
     }
     /// The same entry, for a message that may open a transaction block.
@@ -164,6 +172,7 @@ impl Expect {
             swallow: false,
             on_error: Some(ErrorRewrite::Replace(error)),
             opens_block: false,
+            trailed: false,
         }
     }
     /// An entry whose error, if any, names `from` where the client knows `to`.
@@ -176,6 +185,7 @@ impl Expect {
                 to: to.into(),
             }),
             opens_block: false,
+            trailed: false,
         }
     }
 }
@@ -204,6 +214,12 @@ impl Queue {
     pub fn front_kind(&self) -> Option<&Kind> {
         self.entries.front().map(|e| &e.kind)
     }
+    /// Marks the newest entry as answered for by a trailing Sync.
+    pub fn trail_last(&mut self) {
+        if let Some(e) = self.entries.back_mut() {
+            e.trailed = true;
+        }
+    }
     /// Adds an owed reply.
     pub fn push(&mut self, e: Expect) {
         if !matches!(e.kind, Kind::Emit(_) | Kind::CopyEnd) {
@@ -216,10 +232,6 @@ impl Queue {
     pub fn settled(&self) -> bool {
         self.entries.is_empty() && !self.open
     }
-    /// The oldest owed reply, to change how it is routed.
-    pub fn front_mut(&mut self) -> Option<&mut Expect> {
-        self.entries.front_mut()
-    }
     /// Takes the oldest owed reply.
     pub fn pop(&mut self) -> Option<Expect> {
         self.entries.pop_front()
@@ -228,6 +240,22 @@ impl Queue {
     #[cfg(test)]
     pub fn terminals(&self) -> usize {
         self.entries.iter().filter(|e| e.kind.is_terminal()).count()
+    }
+    /// Whether an extended-protocol message sent since the last Sync is
+    /// still unanswered and so could still fail, making the server skip
+    /// everything after it up to the next Sync (simple Queries included;
+    /// a simple Query's own error skips nothing).
+    pub fn unsynced_pending(&self) -> bool {
+        self.entries
+            .iter()
+            .rev()
+            .take_while(|e| !matches!(e.kind, Kind::Sync | Kind::TrailingSync | Kind::Capture))
+            .any(|e| {
+                !matches!(
+                    e.kind,
+                    Kind::Emit(_) | Kind::CopyEnd | Kind::Query | Kind::FunctionCall
+                )
+            })
     }
     /// Whether a ReadyForQuery for the client's batch is owed (some batch
     /// of the client's is still running upstream).
@@ -270,6 +298,7 @@ impl Queue {
     /// client's was removed.
     pub fn drop_syncs_after_front(&mut self) -> bool {
         let mut client_syncs = false;
+        let mut own_syncs = false;
         let mut copying = true;
         let mut first = true;
         self.entries.retain(|e| {
@@ -278,9 +307,16 @@ impl Queue {
             }
             let keep = first || !copying || !matches!(e.kind, Kind::Sync | Kind::TrailingSync);
             client_syncs |= !keep && matches!(e.kind, Kind::Sync);
+            own_syncs |= !keep && matches!(e.kind, Kind::TrailingSync);
             first = false;
             keep
         });
+        if own_syncs {
+            // The COPY's own ReadyForQuery is the client's now.
+            if let Some(front) = self.entries.front_mut() {
+                front.trailed = false;
+            }
+        }
         client_syncs
     }
 }

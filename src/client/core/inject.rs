@@ -28,43 +28,49 @@ enum Inject {
 }
 
 /// The transaction state after a statement of `effect`, and what goes in
-/// front of it.
-fn step(txn: Txn, effect: TxnEffect) -> (Txn, Inject) {
+/// front of it. `sure`: nothing that could fail is in flight ahead of it
+/// in its batch.
+fn step(txn: Txn, effect: TxnEffect, sure: bool) -> (Txn, Inject) {
     use IdentityState::*;
-    let set = |block| Txn::Open {
+    let open = |block, identity, sure| Txn::Open {
         block,
-        identity: Set,
+        identity,
+        sure,
     };
     match (effect, txn) {
-        (TxnEffect::Plain, Txn::Idle) => (set(false), Inject::WithModes(TxnModes::default())),
-        (TxnEffect::Plain, Txn::Open { block, identity }) => match identity {
-            Pending(modes) => (set(block), Inject::WithModes(modes)),
-            Reassert => (set(block), Inject::IdentityOnly),
+        (TxnEffect::Plain, Txn::Idle) => (
+            open(false, Set, true),
+            Inject::WithModes(TxnModes::default()),
+        ),
+        (
+            TxnEffect::Plain,
+            Txn::Open {
+                block,
+                identity,
+                sure: was,
+            },
+        ) => match identity {
+            Pending(modes) => (open(block, Set, was), Inject::WithModes(modes)),
+            Reassert => (open(block, Set, was), Inject::IdentityOnly),
             Set => (txn, Inject::No),
         },
-        (TxnEffect::Plain, Txn::Unknown { kept: true }) => (set(true), Inject::No),
-        (TxnEffect::Plain, Txn::Unknown { kept: false }) => (set(true), Inject::IdentityOnly),
+        (TxnEffect::Plain, Txn::Unknown { kept: true }) => (open(true, Set, sure), Inject::No),
+        (TxnEffect::Plain, Txn::Unknown { kept: false }) => {
+            (open(true, Set, sure), Inject::IdentityOnly)
+        }
         // Never in a failed transaction: the injected statement would fail
         // and make the server skip the client's ROLLBACK.
         (TxnEffect::Plain, Txn::Failed) => (txn, Inject::No),
-        (TxnEffect::Starts(modes), Txn::Idle) => (
-            Txn::Open {
-                block: true,
-                identity: Pending(modes),
-            },
-            Inject::No,
-        ),
+        (TxnEffect::Starts(modes), Txn::Idle) => (open(true, Pending(modes), sure), Inject::No),
         (
             TxnEffect::Starts(modes),
             Txn::Open {
                 identity: Pending(before),
+                sure: was,
                 ..
             },
         ) => (
-            Txn::Open {
-                block: true,
-                identity: Pending(before.union(modes)),
-            },
+            open(true, Pending(before.union(modes)), was && sure),
             Inject::No,
         ),
         (TxnEffect::Starts(_), _) => (txn, Inject::No),
@@ -82,8 +88,8 @@ impl Core {
         let client = self.params.settings();
         let count = self.params.settings().count();
         let identity = self
-            .shared
-            .auth
+            .database
+            .auth()
             .setting_names()
             .iter()
             .map(String::as_str)
@@ -118,7 +124,7 @@ impl Core {
         let Link::Attached(a) = &mut self.link else {
             return false;
         };
-        let (txn, inject) = step(a.txn, effect);
+        let (txn, inject) = step(a.txn, effect, !a.queue.unsynced_pending());
         a.txn = txn;
         let out = &mut self.to_server;
         match inject {
@@ -141,12 +147,18 @@ impl Core {
                 identity: true,
                 ..Default::default()
             };
-            prepare_own(a, out, IDENTITY_STATEMENT, &self.shared.identity_spec, note);
+            prepare_own(
+                a,
+                out,
+                IDENTITY_STATEMENT,
+                self.database.identity_spec(),
+                note,
+            );
             a.conn.identity_prepared = true;
         }
         let pid = a.conn.pid;
         self.encoded
-            .seal_for(pid, &self.shared, &self.identity.values);
+            .seal_for(pid, &self.shared, &self.database, &self.identity.values);
         let e = &self.encoded;
         let params: [&[u8]; 3] = [&e.names, e.values_for(pid), &e.client_count];
         run_own(a, out, IDENTITY_STATEMENT, &params);
@@ -161,7 +173,8 @@ impl Core {
     pub(super) fn trailing_sync(&mut self) {
         if let Link::Attached(a) = &mut self.link {
             frontend::put_sync(&mut self.to_server);
-            a.queue.push(Expect::swallow(Kind::TrailingSync));
+            a.queue.trail_last();
+            a.queue.push(Expect::forward(Kind::TrailingSync));
         }
     }
 }
@@ -169,14 +182,20 @@ impl Core {
 impl super::Encoded {
     /// Computes the seal for backend `pid` if sealing is on and it is not
     /// the one computed last (once per (session, backend) in a row).
-    fn seal_for(&mut self, pid: i32, shared: &super::Shared, values: &[String]) {
+    fn seal_for(
+        &mut self,
+        pid: i32,
+        shared: &super::Shared,
+        database: &crate::upstream::Database,
+        values: &[String],
+    ) {
         let Some(sealer) = &shared.sealer else {
             return;
         };
         if matches!(&self.seal, Some((p, _)) if *p == pid) {
             return;
         }
-        let seal = sealer.seal(pid, shared.auth.setting_names(), values);
+        let seal = sealer.seal(pid, database.auth().setting_names(), values);
         // The values literal was left open ("{...") for the seal to close.
         let sep = if self.values.len() > 1 { "," } else { "" };
         let seal = array_literal([seal.as_str()]);
@@ -233,32 +252,36 @@ mod tests {
 
     #[test]
     fn a_new_transaction_gets_identity_with_modes_once() {
-        let (t, i) = step(Txn::Idle, TxnEffect::Plain);
+        let (t, i) = step(Txn::Idle, TxnEffect::Plain, true);
         assert_eq!(i, Inject::WithModes(NONE));
-        let (_, i) = step(t, TxnEffect::Plain);
+        let (_, i) = step(t, TxnEffect::Plain, true);
         assert_eq!(i, Inject::No);
     }
 
     #[test]
     fn begin_defers_identity_to_the_next_statement() {
-        let (t, i) = step(Txn::Idle, TxnEffect::Starts(NONE));
+        let (t, i) = step(Txn::Idle, TxnEffect::Starts(NONE), true);
         assert_eq!(i, Inject::No);
         assert!(matches!(t, Txn::Open { block: true, .. }));
-        let (t, i) = step(t, TxnEffect::Plain);
+        let (t, i) = step(t, TxnEffect::Plain, true);
         assert_eq!(i, Inject::WithModes(NONE));
-        let (t, _) = step(t, TxnEffect::Ends);
+        let (t, _) = step(t, TxnEffect::Ends, true);
         assert_eq!(t, Txn::Idle);
     }
 
     #[test]
     fn nothing_goes_in_front_of_savepoint_recovery_or_in_a_failed_block() {
-        assert_eq!(step(Txn::Failed, TxnEffect::Plain).1, Inject::No);
+        assert_eq!(step(Txn::Failed, TxnEffect::Plain, true).1, Inject::No);
         let reassert = Txn::Open {
             block: true,
             identity: IdentityState::Reassert,
+            sure: true,
         };
-        assert_eq!(step(reassert, TxnEffect::Savepoint).1, Inject::No);
-        assert_eq!(step(reassert, TxnEffect::Plain).1, Inject::IdentityOnly);
-        assert_eq!(step(Txn::Idle, TxnEffect::Outside).1, Inject::No);
+        assert_eq!(step(reassert, TxnEffect::Savepoint, true).1, Inject::No);
+        assert_eq!(
+            step(reassert, TxnEffect::Plain, true).1,
+            Inject::IdentityOnly
+        );
+        assert_eq!(step(Txn::Idle, TxnEffect::Outside, true).1, Inject::No);
     }
 }

@@ -35,6 +35,7 @@ use crate::auth::{Identity, OnExpiry};
 use crate::guard::SessionEffects;
 use crate::upstream::conn::PreparedSet;
 use crate::upstream::pool::ServerParams;
+use crate::upstream::Database;
 use crate::wire::backend;
 use crate::wire::Frame;
 use bytes::{Bytes, BytesMut};
@@ -106,7 +107,8 @@ impl End {
 enum Phase {
     /// Between batches: the next Query, Parse, Bind, ... starts a new one.
     Ready,
-    /// Inside an extended-protocol batch, until its Sync.
+    /// Inside an extended-protocol batch, until its Sync (simple Queries
+    /// in the middle of one included).
     Batch,
     /// Discarding the client's messages until Sync, as a server does after
     /// an error. `forward_sync`: the server is skipping too (the error was
@@ -132,10 +134,13 @@ enum Txn {
     /// one and gets the identity first.
     Idle,
     /// A transaction is open: a block (`BEGIN`) or the implicit one of the
-    /// current batch.
+    /// current batch. `sure`: nothing that could fail was in flight ahead of
+    /// the statement that opened it (a failure makes the server skip what
+    /// follows up to the next Sync, that statement included).
     Open {
         block: bool,
         identity: IdentityState,
+        sure: bool,
     },
     /// The server reported the block failed: nothing runs until ROLLBACK.
     Failed,
@@ -227,6 +232,9 @@ struct Encoded {
 /// One client session's protocol state.
 pub struct Core {
     shared: Arc<Shared>,
+    /// The database the client connected to: its pool's settings, its
+    /// token policy, its identity statement.
+    database: Arc<Database>,
     /// The BackendKeyData rowgate issued to the client.
     key: (i32, i32),
     identity: Identity,
@@ -248,6 +256,7 @@ impl Core {
     /// (BackendKeyData, ReadyForQuery) is already in [`Core::to_client`].
     pub fn new(
         shared: Arc<Shared>,
+        database: Arc<Database>,
         key: (i32, i32),
         identity: Identity,
         params: ClientParams,
@@ -255,6 +264,7 @@ impl Core {
     ) -> Core {
         let mut core = Core {
             shared,
+            database,
             key,
             identity,
             params,
@@ -317,9 +327,13 @@ impl Core {
                 if !matches!(a.hold, Hold::None) {
                     return false;
                 }
-                // A new batch after one whose outcome rowgate must see first.
+                // A new batch after one that changed session settings: its
+                // outcome is read back first.
                 let between = self.phase == Phase::Ready && a.queue.batch_in_flight();
-                !(between && (a.fx.any() || matches!(a.txn, Txn::Unknown { .. })))
+                // Anything after a multi-statement query waits for its
+                // ReadyForQuery, which says where it left the transaction.
+                let unknown = matches!(a.txn, Txn::Unknown { .. }) && a.queue.batch_in_flight();
+                !(between && a.fx.any()) && !unknown
             }
         }
     }
@@ -444,12 +458,12 @@ impl Core {
     /// Whether a new transaction may start: refuses when the token expired
     /// and the policy says so.
     fn expired_message(&self) -> Option<String> {
-        if self.shared.auth.on_expiry() != OnExpiry::RejectTransactions {
+        if self.database.auth().on_expiry() != OnExpiry::RejectTransactions {
             return None;
         }
         let exp = self.identity.expires_at?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-        let leeway = self.shared.config.auth.leeway_secs;
+        let leeway = self.database.leeway_secs();
         (now > exp.saturating_add(leeway)).then(|| {
             format!(
                 "rowgate: the token of this connection expired at unix time {exp}; reconnect with a fresh token (or use a longer-lived JWT template, or [auth] on_expiry = \"allow\")"

@@ -252,17 +252,8 @@ impl Core {
                 a.txn = Txn::Open {
                     block,
                     identity: IdentityState::Reassert,
+                    sure: false,
                 };
-            }
-        }
-        if struck.terminal {
-            if let Some(e) = a.queue.front_mut() {
-                if matches!(e.kind, Kind::TrailingSync) {
-                    // rowgate's statement in front of a simple Query failed
-                    // and the server skipped the Query: the Sync behind it
-                    // answers for it.
-                    e.swallow = false;
-                }
             }
         }
         if !struck.sync_follows {
@@ -304,14 +295,17 @@ impl Core {
                 (_, Txn::Open { identity, .. }) => Txn::Open {
                     block: true,
                     identity,
+                    sure: true,
                 },
                 (_, Txn::Unknown { kept: true }) => Txn::Open {
                     block: true,
                     identity: IdentityState::Set,
+                    sure: true,
                 },
                 _ => Txn::Open {
                     block: true,
                     identity: IdentityState::Reassert,
+                    sure: true,
                 },
             };
         }
@@ -329,7 +323,7 @@ impl Core {
                     .extend_from_slice(&backend::parameter_status(&name, &value));
             }
         }
-        if !entry.swallow {
+        if !entry.swallow && !entry.trailed {
             self.to_client.extend_from_slice(frame.as_bytes());
         }
         self.drain_emits();

@@ -52,8 +52,10 @@ fn identity() -> Identity {
 }
 
 fn core(shared: &Arc<Shared>) -> Core {
+    let database = shared.databases.resolve("db").expect("the test database");
     let mut c = Core::new(
         shared.clone(),
+        database,
         (7, 8),
         identity(),
         ClientParams::default(),
@@ -578,8 +580,14 @@ fn drive(shared: &Arc<Shared>, steps: &[Step]) -> Vec<String> {
 }
 
 proptest! {
+    // A fixed seed unless ROWGATE_FUZZ_SEED says otherwise, so that CI runs
+    // the same sessions every time (long runs pick their own seeds).
     #![proptest_config(ProptestConfig {
         cases: std::env::var("ROWGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            std::env::var("ROWGATE_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed),
+        ),
+        failure_persistence: None,
         ..ProptestConfig::default()
     })]
     #[test]
