@@ -8,7 +8,7 @@ mod from_server;
 mod params;
 mod session;
 pub mod startup;
-mod tls;
+pub(crate) mod tls;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -64,6 +64,7 @@ pub enum StartError {
 /// A running rowgate: its address, and a way to stop it.
 pub struct Server {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
@@ -73,6 +74,10 @@ impl Server {
     /// Address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+    /// Address of the HTTP front door (`/sql`, `/v2`), when `[http]` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
     /// Stops accepting clients (running sessions finish on their own).
     pub fn stop(&self) {
@@ -120,7 +125,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         Pool::new(&config.upstream).map_err(|e| StartError::Config(format!("[upstream] {e}")))?;
     pool.spawn_maintenance();
     let tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(StartError::Config)?),
+        (Some(cert), Some(key)) => Some(tls::acceptor("[listen]", cert, key).map_err(StartError::Config)?),
         _ => None,
     };
     let listener = TcpListener::bind(&config.listen.addr)
@@ -166,6 +171,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         cancels: CancelRegistry::default(),
     });
     let (stop, mut stopped) = watch::channel(false);
+    let http_addr = match &shared.config.http {
+        Some(http) => Some(crate::http::start(http, shared.clone(), stopped.clone()).await?),
+        None => None,
+    };
     let loop_shared = shared.clone();
     let task = tokio::spawn(async move {
         loop {
@@ -188,6 +197,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tracing::info!(%addr, upstream = %shared.pool.target().display_addr(), "rowgate listening");
     Ok(Server {
         addr,
+        http_addr,
         stop,
         task,
         shared,
@@ -196,8 +206,18 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 
 async fn handle_client(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
+    serve_stream(Stream::Plain(tcp), peer, false, shared).await;
+}
+
+/// Runs startup and the session for one client stream, exactly as for a
+/// TCP client, until the client goes away. Other front doors (WebSocket,
+/// SQL over HTTP) hand their in-process pipe ([`Stream::Duplex`]) here, so
+/// authentication, identity injection, the guard and pooling are the same
+/// code for every client. `secure` says the transport was TLS (HTTPS/WSS),
+/// for the rule that a token crosses plain networks only from loopback.
+pub async fn serve_stream(stream: Stream, peer: SocketAddr, secure: bool, shared: Arc<Shared>) {
     metrics::add("rowgate_clients_connected", "", 1);
-    match startup::handshake(Stream::Plain(tcp), peer, &shared).await {
+    match startup::handshake(stream, peer, secure, &shared).await {
         Ok(ok) => {
             let (key, cancel_slot) = shared.cancels.register();
             let session = session::Session::new(shared.clone(), ok, key, cancel_slot);
