@@ -65,7 +65,10 @@ const QUERY: &str = "select auth.user_id(), count(*) from user_messages";
 enum Target {
     Direct(Arc<tokio_postgres::Client>),
     Tcp(Arc<tokio_postgres::Client>),
-    TcpConnect { port: u16, token: String },
+    TcpConnect {
+        port: u16,
+        token: String,
+    },
     Sql {
         http: reqwest::Client,
         url: String,
@@ -105,7 +108,10 @@ impl Target {
                 let token = &tokens[i % tokens.len()];
                 let resp = http
                     .post(url)
-                    .header("Neon-Connection-String", "postgresql://anyone@rowgate.bench/bench")
+                    .header(
+                        "Neon-Connection-String",
+                        "postgresql://anyone@rowgate.bench/bench",
+                    )
                     .header("Neon-Array-Mode", "true")
                     .header("Neon-Raw-Text-Output", "true")
                     .header("Authorization", format!("Bearer {token}"))
@@ -114,7 +120,11 @@ impl Target {
                     .await
                     .map_err(|e| e.to_string())?;
                 if !resp.status().is_success() {
-                    return Err(format!("HTTP {}: {}", resp.status(), resp.text().await.unwrap_or_default()));
+                    return Err(format!(
+                        "HTTP {}: {}",
+                        resp.status(),
+                        resp.text().await.unwrap_or_default()
+                    ));
                 }
                 resp.bytes().await.map_err(|e| e.to_string())?;
             }
@@ -263,7 +273,11 @@ async fn run(a: Args) -> Result<(), String> {
     for k in 0..a.clients {
         ts.push(direct(k).await?);
     }
-    report("PostgreSQL directly, persistent connection", lat, Some(throughput(ts, a.seconds).await?));
+    report(
+        "PostgreSQL directly, persistent connection",
+        lat,
+        Some(throughput(ts, a.seconds).await?),
+    );
 
     eprintln!("tcp ...");
     let t = tcp(0).await?;
@@ -272,7 +286,11 @@ async fn run(a: Args) -> Result<(), String> {
     for k in 0..a.clients {
         ts.push(tcp(k).await?);
     }
-    report("rowgate TCP, persistent connection", lat, Some(throughput(ts, a.seconds).await?));
+    report(
+        "rowgate TCP, persistent connection",
+        lat,
+        Some(throughput(ts, a.seconds).await?),
+    );
 
     eprintln!("tcp-connect ...");
     let mk = |k: usize| Target::TcpConnect {
@@ -288,13 +306,23 @@ async fn run(a: Args) -> Result<(), String> {
 
     eprintln!("/sql warm ...");
     let lat = latency(&sql(vec![sign("user_1")]), a.requests).await?;
-    let ts = (0..a.clients).map(|k| sql(vec![sign(&format!("user_{k}"))])).collect();
-    report("rowgate POST /sql, warm (token cached)", lat, Some(throughput(ts, a.seconds).await?));
+    let ts = (0..a.clients)
+        .map(|k| sql(vec![sign(&format!("user_{k}"))]))
+        .collect();
+    report(
+        "rowgate POST /sql, warm (token cached)",
+        lat,
+        Some(throughput(ts, a.seconds).await?),
+    );
 
     eprintln!("/sql cold ...");
     // The warm-up requests of `latency` use tokens too; all are fresh.
     let lat = latency(&sql(cold_tokens), cold_count - 50).await?;
-    report("rowgate POST /sql, cold (new token each request)", lat, None);
+    report(
+        "rowgate POST /sql, cold (new token each request)",
+        lat,
+        None,
+    );
 
     let md = format!(
         "Query: `{QUERY}`; {} sequential requests per row ({} for new connections), then {} clients for {} s.\n\n\

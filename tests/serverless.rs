@@ -18,8 +18,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn node_dir() -> &'static Path {
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/serverless"));
-    if !dir.join("node_modules/@neondatabase/serverless/package.json").is_file() {
-        panic!("the npm packages are missing: run scripts/ensure-deps.sh (npm ci in tests/serverless)");
+    if !dir
+        .join("node_modules/@neondatabase/serverless/package.json")
+        .is_file()
+    {
+        panic!(
+            "the npm packages are missing: run scripts/ensure-deps.sh (npm ci in tests/serverless)"
+        );
     }
     dir
 }
@@ -60,7 +65,12 @@ async fn scenario(proxy: &RunningProxy, name: &str, tokens: Value) -> Value {
 async fn http_queries_parameters_and_errors_with_sqlstate() {
     let db = pg().new_database();
     let proxy = serverless_rowgate(&db, 2, "").await;
-    let v = scenario(&proxy, "http_basics", json!({ "alice": token("user_alice") })).await;
+    let v = scenario(
+        &proxy,
+        "http_basics",
+        json!({ "alice": token("user_alice") }),
+    )
+    .await;
 
     assert_eq!(v["tagged"], json!([{ "me": "user_alice", "n": 42 }]));
     assert_eq!(
@@ -70,7 +80,10 @@ async fn http_queries_parameters_and_errors_with_sqlstate() {
     );
     assert_eq!(v["insert"]["command"], "INSERT");
     assert_eq!(v["insert"]["rowCount"], 2);
-    assert_eq!(v["insert"]["fields"], json!([["user_id", 25], ["message", 25]]));
+    assert_eq!(
+        v["insert"]["fields"],
+        json!([["user_id", 25], ["message", 25]])
+    );
     assert_eq!(
         v["mine"],
         json!([{ "user_id": "user_alice", "message": "one from alice" },
@@ -91,7 +104,12 @@ async fn http_queries_parameters_and_errors_with_sqlstate() {
 async fn http_transactions_take_their_options_and_roll_back_on_error() {
     let db = pg().new_database();
     let proxy = serverless_rowgate(&db, 2, "").await;
-    let v = scenario(&proxy, "http_transactions", json!({ "alice": token("user_alice") })).await;
+    let v = scenario(
+        &proxy,
+        "http_transactions",
+        json!({ "alice": token("user_alice") }),
+    )
+    .await;
 
     assert_eq!(
         v["modes"],
@@ -103,7 +121,11 @@ async fn http_transactions_take_their_options_and_roll_back_on_error() {
     assert_eq!(v["readOnlyWrite"]["error"]["code"], "25006");
     assert_eq!(v["failing"]["error"]["code"], "22012");
     assert_eq!(v["committed"][1], json!([{ "n": 1 }]));
-    assert_eq!(v["after"], json!([{ "message": "kept" }]), "the failed batch left nothing");
+    assert_eq!(
+        v["after"],
+        json!([{ "message": "kept" }]),
+        "the failed batch left nothing"
+    );
     assert_eq!(v["badIsolation"]["error"]["code"], "08P01", "{v}");
 }
 
@@ -112,7 +134,9 @@ async fn bad_and_expired_tokens_are_refused_with_a_clear_error_and_no_rows() {
     let db = pg().new_database();
     db.admin_client()
         .await
-        .batch_execute("insert into user_messages (user_id, message) values ('user_alice', 'secret')")
+        .batch_execute(
+            "insert into user_messages (user_id, message) values ('user_alice', 'secret')",
+        )
         .await
         .unwrap();
     let proxy = serverless_rowgate(&db, 2, "").await;
@@ -130,16 +154,37 @@ async fn bad_and_expired_tokens_are_refused_with_a_clear_error_and_no_rows() {
     });
     let v = scenario(&proxy, "refused_tokens", tokens).await;
 
-    for case in ["http_expired", "http_unknown_key", "http_garbage", "http_none", "ws_expired"] {
+    for case in [
+        "http_expired",
+        "http_unknown_key",
+        "http_garbage",
+        "http_none",
+        "ws_expired",
+    ] {
         let e = &v[case]["error"];
         assert!(v[case].get("ok").is_none(), "{case} returned rows: {v}");
         let code = e["code"].as_str().unwrap_or_default();
         assert!(code == "28000" || code == "28P01", "{case}: {e}");
-        assert!(e["message"].as_str().unwrap().starts_with("rowgate: "), "{case}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().starts_with("rowgate: "),
+            "{case}: {e}"
+        );
     }
     assert_eq!(v["http_expired"]["error"]["neon"], true);
-    assert!(v["http_expired"]["error"]["message"].as_str().unwrap().contains("expired"), "{v}");
-    assert!(v["http_none"]["error"]["message"].as_str().unwrap().contains("no token"), "{v}");
+    assert!(
+        v["http_expired"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{v}"
+    );
+    assert!(
+        v["http_none"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no token"),
+        "{v}"
+    );
     // Without a bearer token, the connection string's password is the token.
     assert_eq!(v["http_password"]["ok"], json!([{ "me": "user_alice" }]));
 }
@@ -158,7 +203,11 @@ async fn several_users_at_once_through_a_pool_of_two_each_see_their_own_rows() {
     assert_eq!(results.len(), users.len());
     for r in results {
         let name = r["name"].as_str().unwrap();
-        assert_eq!(r["seen"], json!([name]), "{name} saw someone else's rows: {r}");
+        assert_eq!(
+            r["seen"],
+            json!([name]),
+            "{name} saw someone else's rows: {r}"
+        );
         for w in r["ws"].as_array().unwrap() {
             assert_eq!(w, &json!({ "me": name, "n": 10 }), "{r}");
         }
@@ -204,7 +253,10 @@ async fn drizzle_neon_http_and_neon_serverless_keep_users_apart() {
     );
     assert_eq!(v["httpBatch"][0], json!([{ "message": "batched" }]));
     assert_eq!(v["httpBatch"][1], json!([{ "n": 2 }]));
-    assert_eq!(v["ws"], json!([{ "userId": "user_bob", "message": "drizzle ws" }]));
+    assert_eq!(
+        v["ws"],
+        json!([{ "userId": "user_bob", "message": "drizzle ws" }])
+    );
     assert_eq!(v["wsDelete"], 0, "bob cannot delete alice's rows");
     assert_eq!(v["aliceAfterBobsDelete"], 2);
 }
@@ -258,14 +310,19 @@ async fn websocket_frames_may_pipeline_the_startup_and_split_messages_anywhere()
     let db = pg().new_database();
     let proxy = serverless_rowgate(&db, 2, "").await;
     let url = format!("ws://{}/v2?address=db.rowgate.test:5432", proxy.http_addr());
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
 
     // Startup, password and a query in one frame, before any reply.
     let mut first = startup_and_password(&token("user_alice"));
     first.extend_from_slice(&query("select auth.user_id()"));
     ws.send(Message::Binary(first.into())).await.unwrap();
     let got = read_until(&mut ws, b"user_alice").await;
-    assert!(got.windows(5).any(|w| w == b"R\0\0\0\x08"), "AuthenticationOk");
+    assert!(
+        got.windows(5).any(|w| w == b"R\0\0\0\x08"),
+        "AuthenticationOk"
+    );
 
     // A query split into 1-byte frames, then two queries in one frame.
     let split = query("select 'split' || 'ted'");
@@ -305,7 +362,10 @@ async fn post_sql(
     let client = reqwest::Client::new();
     let mut req = client
         .post(format!("http://{}/sql", proxy.http_addr()))
-        .header("Neon-Connection-String", "postgresql://anyone@db.rowgate.test/app")
+        .header(
+            "Neon-Connection-String",
+            "postgresql://anyone@db.rowgate.test/app",
+        )
         .body(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -314,13 +374,22 @@ async fn post_sql(
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let text = resp.text().await.unwrap();
-    (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[tokio::test]
 async fn cors_answers_configured_origins_only() {
     let db = pg().new_database();
-    let proxy = serverless_rowgate(&db, 2, "cors_allowed_origins = [\"http://app.localhost:3000\"]").await;
+    let proxy = serverless_rowgate(
+        &db,
+        2,
+        "cors_allowed_origins = [\"http://app.localhost:3000\"]",
+    )
+    .await;
     let client = reqwest::Client::new();
     let url = format!("http://{}/sql", proxy.http_addr());
 
@@ -328,39 +397,73 @@ async fn cors_answers_configured_origins_only() {
         .request(reqwest::Method::OPTIONS, &url)
         .header("Origin", "http://app.localhost:3000")
         .header("Access-Control-Request-Method", "POST")
-        .header("Access-Control-Request-Headers", "authorization, neon-connection-string")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, neon-connection-string",
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(pre.status().as_u16(), 204);
     let h = pre.headers();
-    assert_eq!(h["access-control-allow-origin"], "http://app.localhost:3000");
-    let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
-    for name in ["authorization", "neon-connection-string", "neon-array-mode", "neon-raw-text-output", "neon-batch-isolation-level"] {
+    assert_eq!(
+        h["access-control-allow-origin"],
+        "http://app.localhost:3000"
+    );
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "authorization",
+        "neon-connection-string",
+        "neon-array-mode",
+        "neon-raw-text-output",
+        "neon-batch-isolation-level",
+    ] {
         assert!(allowed.contains(name), "{name} in {allowed}");
     }
-    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert!(h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
 
     let alice = format!("Bearer {}", token("user_alice"));
     let (status, h, v) = post_sql(
         &proxy,
-        &[("Origin", "http://app.localhost:3000"), ("Authorization", &alice), ("Neon-Array-Mode", "true")],
+        &[
+            ("Origin", "http://app.localhost:3000"),
+            ("Authorization", &alice),
+            ("Neon-Array-Mode", "true"),
+        ],
         json!({ "query": "select auth.user_id()", "params": [] }).to_string(),
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(h["access-control-allow-origin"], "http://app.localhost:3000");
+    assert_eq!(
+        h["access-control-allow-origin"],
+        "http://app.localhost:3000"
+    );
     assert_eq!(v["rows"], json!([["user_alice"]]));
 
     let (status, h, v) = post_sql(
         &proxy,
-        &[("Origin", "https://evil.example"), ("Authorization", &alice)],
+        &[
+            ("Origin", "https://evil.example"),
+            ("Authorization", &alice),
+        ],
         json!({ "query": "select 1" }).to_string(),
     )
     .await;
     assert_eq!(status, 403, "{v}");
     assert!(h.get("access-control-allow-origin").is_none());
-    assert!(v["message"].as_str().unwrap().contains("cors_allowed_origins"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("cors_allowed_origins"),
+        "{v}"
+    );
     let pre = client
         .request(reqwest::Method::OPTIONS, &url)
         .header("Origin", "https://evil.example")
@@ -383,9 +486,17 @@ async fn limits_answer_413_507_and_a_timeout_with_57014() {
     let alice = format!("Bearer {}", token("user_alice"));
     let auth = [("Authorization", alice.as_str())];
 
-    let (status, _, v) = post_sql(&proxy, &auth, json!({ "query": "x".repeat(3000) }).to_string()).await;
+    let (status, _, v) = post_sql(
+        &proxy,
+        &auth,
+        json!({ "query": "x".repeat(3000) }).to_string(),
+    )
+    .await;
     assert_eq!(status, 413, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("max_request_bytes"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("max_request_bytes"),
+        "{v}"
+    );
 
     let (status, _, v) = post_sql(
         &proxy,
@@ -394,20 +505,37 @@ async fn limits_answer_413_507_and_a_timeout_with_57014() {
     )
     .await;
     assert_eq!(status, 507, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("max_response_bytes"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_response_bytes"),
+        "{v}"
+    );
 
     let started = std::time::Instant::now();
-    let (status, _, v) = post_sql(&proxy, &auth, json!({ "query": "select pg_sleep(30)" }).to_string()).await;
+    let (status, _, v) = post_sql(
+        &proxy,
+        &auth,
+        json!({ "query": "select pg_sleep(30)" }).to_string(),
+    )
+    .await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["code"], "57014", "{v}");
-    assert!(v["message"].as_str().unwrap().contains("request_timeout"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("request_timeout"),
+        "{v}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // The sleeping statement was cancelled and the pool of one is free
     // again: the next request gets it at once.
     let (status, _, v) = post_sql(
         &proxy,
-        &[("Authorization", alice.as_str()), ("Neon-Array-Mode", "true")],
+        &[
+            ("Authorization", alice.as_str()),
+            ("Neon-Array-Mode", "true"),
+        ],
         json!({ "query": "select auth.user_id()" }).to_string(),
     )
     .await;
@@ -419,5 +547,8 @@ async fn limits_answer_413_507_and_a_timeout_with_57014() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(sleeping, 0, "the timed-out statement was cancelled upstream");
+    assert_eq!(
+        sleeping, 0,
+        "the timed-out statement was cancelled upstream"
+    );
 }

@@ -125,7 +125,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         Pool::new(&config.upstream).map_err(|e| StartError::Config(format!("[upstream] {e}")))?;
     pool.spawn_maintenance();
     let tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
-        (Some(cert), Some(key)) => Some(tls::acceptor("[listen]", cert, key).map_err(StartError::Config)?),
+        (Some(cert), Some(key)) => {
+            Some(tls::acceptor("[listen]", cert, key).map_err(StartError::Config)?)
+        }
         _ => None,
     };
     let listener = TcpListener::bind(&config.listen.addr)

@@ -60,7 +60,9 @@ impl HttpConfig {
             return Err("[http] max_request_bytes and max_response_bytes must be above 0".into());
         }
         if self.request_timeout.is_zero() {
-            return Err("[http] request_timeout must be above 0 (every request has a deadline)".into());
+            return Err(
+                "[http] request_timeout must be above 0 (every request has a deadline)".into(),
+            );
         }
         for origin in &self.cors_allowed_origins {
             check_origin(origin)?;
@@ -73,7 +75,9 @@ impl HttpConfig {
 fn check_origin(origin: &str) -> Result<(), String> {
     let advice = "write it as a browser sends it, e.g. \"https://app.example.com\" (scheme, host, optional port; no path, no trailing slash, no wildcard)";
     let Some((scheme, rest)) = origin.split_once("://") else {
-        return Err(format!("[http] cors_allowed_origins: {origin:?} is not an origin; {advice}"));
+        return Err(format!(
+            "[http] cors_allowed_origins: {origin:?} is not an origin; {advice}"
+        ));
     };
     let ok = matches!(scheme, "http" | "https")
         && !rest.is_empty()
@@ -81,7 +85,9 @@ fn check_origin(origin: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("[http] cors_allowed_origins: {origin:?} is not an origin; {advice}"))
+        Err(format!(
+            "[http] cors_allowed_origins: {origin:?} is not an origin; {advice}"
+        ))
     }
 }
 
@@ -106,8 +112,16 @@ mod tests {
 
     #[test]
     fn origins_must_be_origins() {
-        assert!(config("cors_allowed_origins = [\"https://app.example.com\", \"http://localhost:3000\"]").is_ok());
-        for bad in ["*", "https://app.example.com/", "app.example.com", "https://*.example.com"] {
+        assert!(config(
+            "cors_allowed_origins = [\"https://app.example.com\", \"http://localhost:3000\"]"
+        )
+        .is_ok());
+        for bad in [
+            "*",
+            "https://app.example.com/",
+            "app.example.com",
+            "https://*.example.com",
+        ] {
             let err = config(&format!("cors_allowed_origins = [{bad:?}]")).unwrap_err();
             assert!(err.contains("is not an origin"), "{bad}: {err}");
         }

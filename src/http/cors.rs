@@ -52,7 +52,11 @@ pub fn decide(allowed: &[String], method: &Method, headers: &HeaderMap) -> Decis
 
 /// The middleware.
 pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    match decide(&app.config.cors_allowed_origins, req.method(), req.headers()) {
+    match decide(
+        &app.config.cors_allowed_origins,
+        req.method(),
+        req.headers(),
+    ) {
         Decision::NotCors => next.run(req).await,
         Decision::Refused => {
             crate::metrics::incr("rowgate_http_errors_total", "cors_refused");
@@ -112,12 +116,23 @@ mod tests {
     #[test]
     fn only_configured_origins_pass() {
         let allowed = vec!["https://app.example.com".to_string()];
-        assert_eq!(decide(&allowed, &Method::POST, &HeaderMap::new()), Decision::NotCors);
         assert_eq!(
-            decide(&allowed, &Method::POST, &headers(&[("origin", "https://app.example.com")])),
+            decide(&allowed, &Method::POST, &HeaderMap::new()),
+            Decision::NotCors
+        );
+        assert_eq!(
+            decide(
+                &allowed,
+                &Method::POST,
+                &headers(&[("origin", "https://app.example.com")])
+            ),
             Decision::Allowed(HeaderValue::from_static("https://app.example.com"))
         );
-        for other in ["https://evil.example.com", "null", "https://app.example.com.evil.test"] {
+        for other in [
+            "https://evil.example.com",
+            "null",
+            "https://app.example.com.evil.test",
+        ] {
             assert_eq!(
                 decide(&allowed, &Method::POST, &headers(&[("origin", other)])),
                 Decision::Refused,
@@ -125,7 +140,11 @@ mod tests {
             );
         }
         assert_eq!(
-            decide(&[], &Method::POST, &headers(&[("origin", "https://app.example.com")])),
+            decide(
+                &[],
+                &Method::POST,
+                &headers(&[("origin", "https://app.example.com")])
+            ),
             Decision::Refused
         );
     }
@@ -137,8 +156,14 @@ mod tests {
             ("origin", "http://localhost:3000"),
             ("access-control-request-method", "POST"),
         ]);
-        assert!(matches!(decide(&allowed, &Method::OPTIONS, &pre), Decision::Preflight(_)));
+        assert!(matches!(
+            decide(&allowed, &Method::OPTIONS, &pre),
+            Decision::Preflight(_)
+        ));
         let plain = headers(&[("origin", "http://localhost:3000")]);
-        assert!(matches!(decide(&allowed, &Method::OPTIONS, &plain), Decision::Allowed(_)));
+        assert!(matches!(
+            decide(&allowed, &Method::OPTIONS, &plain),
+            Decision::Allowed(_)
+        ));
     }
 }

@@ -183,7 +183,10 @@ fn parse_array(text: &str, elem: u32) -> Option<Value> {
     chars.next().is_none().then_some(v)
 }
 
-fn parse_array_at(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, elem: u32) -> Option<Value> {
+fn parse_array_at(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    elem: u32,
+) -> Option<Value> {
     if chars.next()? != '{' {
         return None;
     }
@@ -256,7 +259,11 @@ mod tests {
                     Some(Bytes::from_static(b"hi")),
                     Some(Bytes::from_static(b"t")),
                 ],
-                vec![Some(Bytes::from_static(b"2")), None, Some(Bytes::from_static(b"f"))],
+                vec![
+                    Some(Bytes::from_static(b"2")),
+                    None,
+                    Some(Bytes::from_static(b"f")),
+                ],
             ],
             tag: "SELECT 2".into(),
         }
@@ -306,7 +313,10 @@ mod tests {
     #[test]
     fn typed_values_follow_neons_conversion() {
         assert_eq!(text_to_json("42", INT4), json!(42));
-        assert_eq!(text_to_json("9007199254740993", 20), json!("9007199254740993"));
+        assert_eq!(
+            text_to_json("9007199254740993", 20),
+            json!("9007199254740993")
+        );
         assert_eq!(text_to_json("1.5", FLOAT8), json!(1.5));
         assert_eq!(text_to_json("NaN", FLOAT8), json!("NaN"));
         assert_eq!(text_to_json("Infinity", FLOAT4), json!("Infinity"));
@@ -330,7 +340,10 @@ mod tests {
                 (b'S', "ERROR".into()),
                 (b'V', "ERROR".into()),
                 (b'C', "23505".into()),
-                (b'M', "duplicate key value violates unique constraint \"t_pkey\"".into()),
+                (
+                    b'M',
+                    "duplicate key value violates unique constraint \"t_pkey\"".into(),
+                ),
                 (b'D', "Key (id)=(1) already exists.".into()),
                 (b's', "public".into()),
                 (b't', "t".into()),

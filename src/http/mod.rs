@@ -64,9 +64,9 @@ pub async fn start(
     stopped: watch::Receiver<bool>,
 ) -> Result<SocketAddr, StartError> {
     let tls = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => Some(
-            crate::client::tls::acceptor("[http]", cert, key).map_err(StartError::Config)?,
-        ),
+        (Some(cert), Some(key)) => {
+            Some(crate::client::tls::acceptor("[http]", cert, key).map_err(StartError::Config)?)
+        }
         _ => None,
     };
     let bind_err = |source| StartError::Bind {
@@ -90,14 +90,21 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/sql", post(sql::handle).options(options_without_origin))
         .route("/v2", get(ws::handle))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(app.clone(), cors::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            cors::layer,
+        ))
         .with_state(app)
 }
 
 /// `OPTIONS /sql` that is no browser's preflight (preflights are answered
 /// by [`cors::layer`]).
 async fn options_without_origin() -> Response {
-    (StatusCode::NO_CONTENT, [(axum::http::header::ALLOW, "POST, OPTIONS")]).into_response()
+    (
+        StatusCode::NO_CONTENT,
+        [(axum::http::header::ALLOW, "POST, OPTIONS")],
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {
@@ -146,10 +153,11 @@ async fn serve_connection(
         addr,
         secure: tls.is_some(),
     };
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer);
-        router.clone().oneshot(req)
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(peer);
+            router.clone().oneshot(req)
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -161,15 +169,17 @@ async fn serve_connection(
                 .with_upgrades()
                 .await
         }
-        Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => {
-                builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await
+        Some(acceptor) => {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await
+                }
+                _ => return,
             }
-            _ => return,
-        },
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%addr, "HTTP connection ended: {e}");

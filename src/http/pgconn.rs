@@ -6,7 +6,9 @@
 //! messages and collects the replies; it makes no decision of its own.
 
 use crate::client::{serve_stream, Shared};
-use crate::wire::frontend::{cancel_request, put_execute, put_parse, put_query, put_sync, put_target};
+use crate::wire::frontend::{
+    cancel_request, put_execute, put_parse, put_query, put_sync, put_target,
+};
 use crate::wire::stream::Stream;
 use crate::wire::{next_frame, put_cstr, put_frame, Frame, Reader, WireError, MAX_MESSAGE_LEN};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -257,7 +259,11 @@ impl PgConn {
         budget: &mut Budget,
     ) -> Result<QueryResult, SqlError> {
         let mut out = BytesMut::with_capacity(sql.len() + 64);
-        put_parse(&mut out, b"", &crate::wire::frontend::parse_spec(sql.as_bytes()));
+        put_parse(
+            &mut out,
+            b"",
+            &crate::wire::frontend::parse_spec(sql.as_bytes()),
+        );
         put_bind(&mut out, params)?;
         put_target(&mut out, b'D', b'P', b"");
         put_execute(&mut out, b"");
@@ -366,7 +372,11 @@ impl Drop for PgConn {
         // first would end the session, and its cancel key with it.
         runtime.spawn(async move {
             if let Some((pid, secret)) = key {
-                let _ = tokio::time::timeout(CANCEL_DEADLINE, cancel(shared, peer, secure, pid, secret)).await;
+                let _ = tokio::time::timeout(
+                    CANCEL_DEADLINE,
+                    cancel(shared, peer, secure, pid, secret),
+                )
+                .await;
             }
             drop(io);
         });

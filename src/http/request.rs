@@ -207,11 +207,15 @@ fn parse_body(body: &[u8]) -> Result<Body, RequestError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
     let Value::Object(obj) = &value else {
-        return Err(bad("the request body must be a JSON object with \"query\" or \"queries\""));
+        return Err(bad(
+            "the request body must be a JSON object with \"query\" or \"queries\"",
+        ));
     };
     if let Some(queries) = obj.get("queries") {
         let Value::Array(list) = queries else {
-            return Err(bad("\"queries\" must be an array of {query, params} objects"));
+            return Err(bad(
+                "\"queries\" must be an array of {query, params} objects",
+            ));
         };
         return list
             .iter()
@@ -227,7 +231,11 @@ fn statement(v: &Value) -> Result<Statement, RequestError> {
     let sql = match v.get("query") {
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(bad("\"query\" must be a string")),
-        None => return Err(bad("the request body needs \"query\" (or \"queries\" for a batch)")),
+        None => {
+            return Err(bad(
+                "the request body needs \"query\" (or \"queries\" for a batch)",
+            ))
+        }
     };
     let params = match v.get("params") {
         None | Some(Value::Null) => Vec::new(),
@@ -344,11 +352,11 @@ mod tests {
 
     #[test]
     fn the_password_is_the_token_without_a_bearer() {
-        let h = headers(&[(
-            "neon-connection-string",
-            "postgres://alice:eyJ%2Ea@h/app",
-        )]);
-        assert_eq!(parse(&h, br#"{"query":"select 1"}"#).unwrap().login.token, "eyJ.a");
+        let h = headers(&[("neon-connection-string", "postgres://alice:eyJ%2Ea@h/app")]);
+        assert_eq!(
+            parse(&h, br#"{"query":"select 1"}"#).unwrap().login.token,
+            "eyJ.a"
+        );
         let h = headers(&[("neon-connection-string", "postgres://alice@h/app")]);
         let err = parse(&h, br#"{"query":"select 1"}"#).unwrap_err();
         assert_eq!(err.code, "28P01");
@@ -359,21 +367,44 @@ mod tests {
     fn malformed_requests_are_explained() {
         let ok = headers(&[CONN, ("authorization", "Bearer t")]);
         for (h, body, says) in [
-            (HeaderMap::new(), &br#"{"query":"x"}"#[..], "missing Neon-Connection-String"),
-            (headers(&[("neon-connection-string", "mysql://u:p@h/d")]), br#"{}"#, "not a postgresql:// URL"),
-            (headers(&[("neon-connection-string", "postgres://h")]), br#"{}"#, "needs a user and a database"),
+            (
+                HeaderMap::new(),
+                &br#"{"query":"x"}"#[..],
+                "missing Neon-Connection-String",
+            ),
+            (
+                headers(&[("neon-connection-string", "mysql://u:p@h/d")]),
+                br#"{}"#,
+                "not a postgresql:// URL",
+            ),
+            (
+                headers(&[("neon-connection-string", "postgres://h")]),
+                br#"{}"#,
+                "needs a user and a database",
+            ),
             (ok.clone(), b"{", "not valid JSON"),
             (ok.clone(), b"[]", "must be a JSON object"),
             (ok.clone(), br#"{"sql":"x"}"#, "needs \"query\""),
-            (ok.clone(), br#"{"query":"x","params":1}"#, "\"params\" must be an array"),
-            (ok.clone(), br#"{"queries":[{"query":1}]}"#, "queries[0]: \"query\" must be a string"),
+            (
+                ok.clone(),
+                br#"{"query":"x","params":1}"#,
+                "\"params\" must be an array",
+            ),
+            (
+                ok.clone(),
+                br#"{"queries":[{"query":1}]}"#,
+                "queries[0]: \"query\" must be a string",
+            ),
         ] {
             let err = parse(&h, body).unwrap_err();
             assert_eq!(err.code, "08P01");
             assert!(err.message.contains(says), "{err} should say {says}");
         }
         let basic = headers(&[CONN, ("authorization", "Basic dXNlcjpwdw==")]);
-        assert_eq!(parse(&basic, br#"{"query":"x"}"#).unwrap_err().code, "28P01");
+        assert_eq!(
+            parse(&basic, br#"{"query":"x"}"#).unwrap_err().code,
+            "28P01"
+        );
     }
 
     #[test]
@@ -393,10 +424,19 @@ mod tests {
             ("neon-batch-deferrable", "false"),
         ]);
         let r = parse(&h, br#"{"queries":[{"query":"select 1","params":[]},{"query":"select 2","arrayMode":false}]}"#).unwrap();
-        assert!(matches!(&r.body, Body::Batch(qs) if qs.len() == 2 && qs[1].array_mode == Some(false)));
-        assert_eq!(r.modes.begin(), "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        assert!(
+            matches!(&r.body, Body::Batch(qs) if qs.len() == 2 && qs[1].array_mode == Some(false))
+        );
+        assert_eq!(
+            r.modes.begin(),
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        );
         assert_eq!(BatchModes::default().begin(), "BEGIN");
-        let h = headers(&[CONN, ("authorization", "Bearer t"), ("neon-batch-isolation-level", "Chaos; DROP TABLE x")]);
+        let h = headers(&[
+            CONN,
+            ("authorization", "Bearer t"),
+            ("neon-batch-isolation-level", "Chaos; DROP TABLE x"),
+        ]);
         let err = parse(&h, br#"{"queries":[]}"#).unwrap_err();
         assert!(err.message.contains("Neon-Batch-Isolation-Level"), "{err}");
     }

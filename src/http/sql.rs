@@ -72,7 +72,9 @@ async fn read_body(
         status_json(
             StatusCode::PAYLOAD_TOO_LARGE,
             "54000",
-            format!("rowgate: the request body is larger than [http] max_request_bytes ({limit} bytes)"),
+            format!(
+                "rowgate: the request body is larger than [http] max_request_bytes ({limit} bytes)"
+            ),
         )
     };
     let announced = headers
@@ -118,10 +120,7 @@ async fn run(app: &App, peer: Peer, req: SqlRequest) -> Result<Value, SqlError> 
         &login.token,
     )
     .await?;
-    let mut budget = Budget::new(
-        app.config.max_response_bytes,
-        app.config.max_response_rows,
-    );
+    let mut budget = Budget::new(app.config.max_response_bytes, app.config.max_response_rows);
     let format = |s: &Statement| RowFormat {
         array_mode: s.array_mode.unwrap_or(req.format.array_mode),
         raw_text: req.format.raw_text,
@@ -188,5 +187,9 @@ fn db_error(e: &DbError) -> Response {
 }
 
 fn status_json(status: StatusCode, code: &str, message: String) -> Response {
-    (status, axum::Json(json!({ "message": message, "code": code }))).into_response()
+    (
+        status,
+        axum::Json(json!({ "message": message, "code": code })),
+    )
+        .into_response()
 }

@@ -87,7 +87,11 @@ async fn tunnel(socket: WebSocket, peer: Peer, shared: Arc<crate::client::Shared
         match from_session.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                if tx.send(Message::Binary(buf.split().freeze())).await.is_err() {
+                if tx
+                    .send(Message::Binary(buf.split().freeze()))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
