@@ -235,7 +235,7 @@ async fn run(a: Args) -> Result<(), String> {
     };
     let sql_url = format!("http://{http_addr}/sql");
     let sql = |tokens: Vec<String>| Target::Sql {
-        http: reqwest::Client::new(),
+        http: http_client(),
         url: sql_url.clone(),
         tokens: Arc::new(tokens),
         next: Arc::new(Default::default()),
@@ -340,4 +340,11 @@ async fn run(a: Args) -> Result<(), String> {
     let _ = std::fs::write(dir.join("http.md"), &md);
     server.stop();
     Ok(())
+}
+
+/// reqwest is built without a default TLS provider (rowgate picks ring);
+/// install it once, then build a client (plain HTTP to loopback here).
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

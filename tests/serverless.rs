@@ -359,7 +359,7 @@ async fn post_sql(
     headers: &[(&str, &str)],
     body: String,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut req = client
         .post(format!("http://{}/sql", proxy.http_addr()))
         .header(
@@ -390,7 +390,7 @@ async fn cors_answers_configured_origins_only() {
         "cors_allowed_origins = [\"http://app.localhost:3000\"]",
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let url = format!("http://{}/sql", proxy.http_addr());
 
     let pre = client
@@ -551,4 +551,11 @@ async fn limits_answer_413_507_and_a_timeout_with_57014() {
         sleeping, 0,
         "the timed-out statement was cancelled upstream"
     );
+}
+
+/// reqwest is built without a default TLS provider (rowgate picks ring);
+/// install it once, then build a client (plain HTTP to loopback here).
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
