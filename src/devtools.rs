@@ -42,6 +42,10 @@ pub struct DevArgs {
     /// Port rowgate listens on (127.0.0.1).
     #[arg(long, default_value_t = 6432)]
     pub port: u16,
+    /// Port of the HTTP listener for the Neon serverless driver (`/sql`,
+    /// `/v2`) on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
     /// Upstream pool size.
     #[arg(long, default_value_t = 4)]
     pub pool_size: usize,
@@ -149,8 +153,12 @@ pool_size = {pool}
 issuer = "{DEV_ISSUER}"
 public_key_file = "{public}"
 leeway_secs = 5
+[http]
+addr = "127.0.0.1:{http_port}"
+cors_allowed_origins = ["http://localhost:3000"]
 "#,
         port = args.port,
+        http_port = args.http_port,
         pg_port = pg.port(),
         pool = args.pool_size,
         public = public_path.display(),
@@ -181,6 +189,7 @@ Alice:
 Bob:
   PGPASSWORD='{bob}' psql "host=127.0.0.1 port={port} dbname=app user=bob" -c "select auth.user_id(), message from user_messages"
 
+{snippets}
 More tokens (valid 1 h):
   cargo run --release -- token --key {private} --sub user_carol
 Config in use: {config}
@@ -190,12 +199,46 @@ Ctrl-C stops rowgate and removes the database.
         port = addr.port(),
         private = private_path.display(),
         config = config_path.display(),
+        snippets = driver_snippets(server.http_addr(), &alice, &bob),
     );
     let _ = tokio::signal::ctrl_c().await;
     server.stop();
     drop(pg);
     let _ = std::fs::remove_dir_all(&key_dir);
     Ok(())
+}
+
+/// Ready-to-paste use of the Neon serverless driver through rowgate's
+/// HTTP listener, in both modes, and the example that runs both.
+fn driver_snippets(http: Option<std::net::SocketAddr>, alice: &str, bob: &str) -> String {
+    let Some(http) = http else {
+        return String::new();
+    };
+    format!(
+        r#"
+Neon serverless driver (npm i @neondatabase/serverless ws), SQL over HTTP
+(drizzle-orm/neon-http):
+  import {{ neon, neonConfig }} from '@neondatabase/serverless';
+  neonConfig.fetchEndpoint = 'http://{http}/sql';
+  const sql = neon('postgresql://authenticated@rowgate.localhost/app', {{ authToken: '{alice}' }});
+  console.log(await sql`select auth.user_id(), message from user_messages`);
+
+Over WebSockets (Pool/Client, drizzle-orm/neon-serverless):
+  import {{ Pool, neonConfig }} from '@neondatabase/serverless';
+  import ws from 'ws';
+  neonConfig.wsProxy = (host, port) => `{http}/v2?address=${{host}}:${{port}}`;
+  neonConfig.useSecureWebSocket = false;
+  neonConfig.webSocketConstructor = ws;
+  const pool = new Pool({{ connectionString: 'postgresql://alice:{alice}@rowgate.localhost/app' }});
+  console.log((await pool.query('select auth.user_id(), message from user_messages')).rows);
+
+With curl:
+  curl -s http://{http}/sql -H 'Neon-Connection-String: postgresql://alice@rowgate.localhost/app' -H 'Authorization: Bearer {alice}' -d '{{"query":"select auth.user_id(), message from user_messages","params":[]}}'
+
+The Drizzle example, both modes, both users:
+  ROWGATE_HTTP={http} ALICE_TOKEN='{alice}' BOB_TOKEN='{bob}' node examples/nextjs-drizzle/scripts/two-users.mjs
+"#
+    )
 }
 
 fn random_word() -> String {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod devtools;
 pub mod embedded;
 pub mod guard;
+pub mod http;
 pub mod metrics;
 pub mod migrate;
 pub mod upstream;

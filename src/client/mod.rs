@@ -8,7 +8,7 @@ mod driver;
 mod params;
 pub mod peers;
 pub mod startup;
-mod tls;
+pub(crate) mod tls;
 
 use crate::config::Config;
 use crate::metrics;
@@ -57,6 +57,7 @@ pub enum StartError {
 /// A running rowgate: its address, and a way to stop it.
 pub struct Server {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
@@ -66,6 +67,10 @@ impl Server {
     /// Address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+    /// Address of the HTTP front door (`/sql`, `/v2`), when `[http]` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
     /// Stops accepting clients (running sessions finish on their own).
     pub fn stop(&self) {
@@ -88,7 +93,9 @@ impl Shared {
     pub async fn new(config: Config) -> Result<Shared, StartError> {
         let peers = config.peers.peers().map_err(StartError::Config)?;
         let tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(StartError::Config)?),
+            (Some(cert), Some(key)) => {
+                Some(tls::acceptor("[listen]", cert, key).map_err(StartError::Config)?)
+            }
             _ => None,
         };
         let pins = &config.session_state;
@@ -137,6 +144,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             })?;
     }
     let (stop, mut stopped) = watch::channel(false);
+    let http_addr = match &shared.config.http {
+        Some(http) => Some(crate::http::start(http, shared.clone(), stopped.clone()).await?),
+        None => None,
+    };
     let loop_shared = shared.clone();
     let task = tokio::spawn(async move {
         loop {
@@ -159,6 +170,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tracing::info!(%addr, databases = %shared.databases.describe(), "rowgate listening");
     Ok(Server {
         addr,
+        http_addr,
         stop,
         task,
         shared,
@@ -167,8 +179,18 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 
 async fn handle_client(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
+    serve_stream(Stream::Plain(tcp), peer, false, shared).await;
+}
+
+/// Runs startup and the session for one client stream, exactly as for a
+/// TCP client, until the client goes away. Other front doors (WebSocket,
+/// SQL over HTTP) hand their in-process pipe ([`Stream::Duplex`]) here, so
+/// authentication, identity injection, the guard and pooling are the same
+/// code for every client. `secure` says the transport was TLS (HTTPS/WSS),
+/// for the rule that a token crosses plain networks only from loopback.
+pub async fn serve_stream(stream: Stream, peer: SocketAddr, secure: bool, shared: Arc<Shared>) {
     metrics::add("rowgate_clients_connected", "", 1);
-    match startup::handshake(Stream::Plain(tcp), peer, &shared).await {
+    match startup::handshake(stream, peer, secure, &shared).await {
         Ok(ok) => {
             let (key, cancel_slot) = shared.cancels.register(ok.database.clone());
             driver::run(shared.clone(), ok, key, cancel_slot).await;

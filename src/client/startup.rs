@@ -64,10 +64,13 @@ pub struct Authenticated {
 }
 
 /// Runs the startup phase to completion. On refusal the FATAL error has not
-/// been sent yet; the caller sends it on the returned stream.
+/// been sent yet; the caller sends it on the returned stream. `secure` says
+/// the transport around `stream` is already encrypted (HTTPS, WSS), for the
+/// plaintext-password rule; TLS negotiated here counts by itself.
 pub async fn handshake(
     mut stream: Stream,
     peer: SocketAddr,
+    secure: bool,
     shared: &Arc<Shared>,
 ) -> Result<Authenticated, (Option<Stream>, StartupEnd)> {
     let mut buf = BytesMut::with_capacity(1024);
@@ -131,7 +134,7 @@ pub async fn handshake(
                 ))
             }
             StartupPacket::Startup { minor, params } => {
-                return authenticate(stream, buf, peer, shared, minor, params).await;
+                return authenticate(stream, buf, peer, secure, shared, minor, params).await;
             }
         }
     }
@@ -145,6 +148,7 @@ async fn authenticate(
     mut stream: Stream,
     mut buf: BytesMut,
     peer: SocketAddr,
+    secure: bool,
     shared: &Arc<Shared>,
     minor: i32,
     params: Vec<(String, String)>,
@@ -177,7 +181,7 @@ async fn authenticate(
         }
     };
     if !password_allowed(
-        stream.is_tls(),
+        secure || stream.is_tls(),
         peer.ip(),
         shared.config.listen.allow_plaintext_password,
     ) {

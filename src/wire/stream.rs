@@ -15,15 +15,19 @@ pub enum Stream {
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS that rowgate initiates (upstream side).
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// An in-process pipe: a client that reached rowgate another way
+    /// (WebSocket, SQL over HTTP) and speaks the protocol through it.
+    Duplex(tokio::io::DuplexStream),
 }
 
 /// The first read step of an empty buffer.
 const FIRST_READ: usize = 2048;
 
 impl Stream {
-    /// Whether the stream is encrypted.
+    /// Whether the stream itself is encrypted. An in-process pipe is not;
+    /// whether its transport was is for its owner to say.
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Stream::Plain(_))
+        matches!(self, Stream::ServerTls(_) | Stream::ClientTls(_))
     }
 
     /// Reads whatever is available into `buf`, growing it in steps large
@@ -53,6 +57,7 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Duplex(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -63,6 +68,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, b),
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+            Stream::Duplex(s) => Pin::new(s).poll_write(cx, b),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -70,6 +76,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Duplex(s) => Pin::new(s).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -77,6 +84,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Duplex(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

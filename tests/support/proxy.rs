@@ -55,6 +55,14 @@ impl RunningProxy {
         Ok(client)
     }
 
+    /// `127.0.0.1:PORT` of the `[http]` listener (`/sql`, `/v2`); panics
+    /// when the config has no `[http]`.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.server
+            .http_addr()
+            .expect("the test config has an [http] section")
+    }
+
     /// Upstream connections idle in the pool.
     pub fn idle_upstream(&self) -> usize {
         self.server.idle_upstream_connections()
