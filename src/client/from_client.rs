@@ -112,6 +112,13 @@ impl Session {
                 }
             }
         }
+        // HOOK(sidecar): in-band identity statements of service logins are
+        // answered here, before the guard, and never forwarded upstream.
+        let frame = match self.inband_intercept(&frame).await? {
+            super::inband::Intercept::Done => return Ok(()),
+            super::inband::Intercept::Forward(rest) => rest,
+            super::inband::Intercept::NotMine => frame,
+        };
         if tag == b'B' && self.result_shape_changed(frame.body()).await? {
             let Upstream::Attached(a) = &mut self.upstream else {
                 return Err(End::Desync("lost connection while binding"));

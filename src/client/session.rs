@@ -194,6 +194,9 @@ pub(super) struct Session {
     pub key: (i32, i32),
     /// Where this client's cancel requests go.
     pub cancel_slot: Arc<super::cancel::CancelSlot>,
+    // HOOK(sidecar): the login kind, the identity to return to, and the
+    // in-band statements of a service connection (src/client/inband.rs).
+    pub inband: super::inband::InbandSession,
 }
 
 enum Event {
@@ -210,7 +213,10 @@ impl Session {
         key: (i32, i32),
         cancel_slot: Arc<super::cancel::CancelSlot>,
     ) -> Session {
+        // HOOK(sidecar): remember how the client logged in.
+        let inband = super::inband::InbandSession::new(ok.login, &ok.identity);
         let mut s = Session {
+            inband,
             client: ok.stream,
             crbuf: ok.pending,
             cwbuf: BytesMut::new(),
@@ -436,6 +442,8 @@ impl Session {
         let failed = std::mem::take(&mut a.txn_failed);
         // A pinned client keeps its connection, and its session state there.
         let pinned = a.pinned;
+        // HOOK(sidecar): the transaction is over, so is its in-band user.
+        self.inband_transaction_over();
         if fx.any() {
             // The client's reply (ReadyForQuery) goes out before the reset.
             self.flush_client().await.map_err(|_| End::ClientGone)?;
@@ -494,6 +502,11 @@ impl Session {
     /// `leading`: the modes of a `BEGIN` that opens the client's query
     /// string, set before the identity statement takes its snapshot.
     pub fn before_statement(&mut self, effect: TxnEffect, leading: Option<ModeSettings>) {
+        if effect == TxnEffect::Ends {
+            // HOOK(sidecar): what follows in this batch is a new
+            // transaction, which must not inherit the in-band user.
+            self.inband_transaction_over();
+        }
         let Upstream::Attached(a) = &mut self.upstream else {
             return;
         };

@@ -15,6 +15,9 @@ pub enum Stream {
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS that rowgate initiates (upstream side).
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A Unix-domain socket (`[listen] unix_socket_dir`): local, like
+    /// loopback, and never encrypted.
+    Unix(tokio::net::UnixStream),
 }
 
 /// The first read step of an empty buffer.
@@ -23,7 +26,7 @@ const FIRST_READ: usize = 2048;
 impl Stream {
     /// Whether the stream is encrypted.
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Stream::Plain(_))
+        !matches!(self, Stream::Plain(_) | Stream::Unix(_))
     }
 
     /// Reads whatever is available into `buf`, growing it in steps large
@@ -53,6 +56,7 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -63,6 +67,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, b),
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, b),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -70,6 +75,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -77,6 +83,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
