@@ -93,7 +93,8 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Check { config } => {
-            let cfg = Config::load_or_env(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+            let cfg =
+                Config::load_or_env(&config).map_err(|e| format!("{}: {e}", config.display()))?;
             println!(
                 "{}: OK (listen {}, upstream {} as {}, pool_size {})",
                 config.display(),

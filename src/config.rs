@@ -380,8 +380,17 @@ fn env_value(value: &str) -> Result<toml::Value, String> {
 /// named `billing` (the name lower-cased), adding the service if the file
 /// has none of that name. `DEFAULT_IDENTITY` may be JSON or a TOML inline
 /// table; `ALLOWED_ISSUERS` a comma-separated list or an array.
-fn apply_service_override(doc: &mut toml::Table, rest: &str, value: &str) -> Result<(), ConfigError> {
-    let bad = |why: String| ConfigError::Invalid(format!("ROWGATE_SERVICES_{}: {why}", rest.to_ascii_uppercase()));
+fn apply_service_override(
+    doc: &mut toml::Table,
+    rest: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let bad = |why: String| {
+        ConfigError::Invalid(format!(
+            "ROWGATE_SERVICES_{}: {why}",
+            rest.to_ascii_uppercase()
+        ))
+    };
     let Some((name, key)) = SERVICE_KEYS.iter().find_map(|k| {
         rest.strip_suffix(k)
             .and_then(|n| n.strip_suffix('_'))
@@ -420,7 +429,10 @@ fn apply_service_override(doc: &mut toml::Table, rest: &str, value: &str) -> Res
     };
     let existing = list.iter_mut().find_map(|s| match s {
         toml::Value::Table(t)
-            if t.get("name").and_then(|n| n.as_str()).map(str::to_ascii_lowercase).as_deref()
+            if t.get("name")
+                .and_then(|n| n.as_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref()
                 == Some(name) =>
         {
             Some(t)
@@ -576,14 +588,32 @@ leeway_secs = 5
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
         let c = Config::from_toml_with_env("", env).unwrap();
-        assert_eq!(c.listen.unix_socket_dir.as_deref(), Some(Path::new("/tmp/rg")));
+        assert_eq!(
+            c.listen.unix_socket_dir.as_deref(),
+            Some(Path::new("/tmp/rg"))
+        );
         let order = c.services.iter().find(|s| s.name == "order_api").unwrap();
-        assert_eq!(order.password.as_ref().map(|p| p.0.as_str()), Some("12345"), "a password stays a string");
-        assert_eq!(order.allowed_issuers.as_deref(), Some(&["https://clerk.example.com".to_string()][..]));
-        assert_eq!(order.default_identity.as_ref().and_then(|d| d.get("sub")), Some(&serde_json::json!("svc")));
-        assert!(c.services.iter().any(|s| s.name == "billing" && s.scram_verifier.is_some()));
+        assert_eq!(
+            order.password.as_ref().map(|p| p.0.as_str()),
+            Some("12345"),
+            "a password stays a string"
+        );
+        assert_eq!(
+            order.allowed_issuers.as_deref(),
+            Some(&["https://clerk.example.com".to_string()][..])
+        );
+        assert_eq!(
+            order.default_identity.as_ref().and_then(|d| d.get("sub")),
+            Some(&serde_json::json!("svc"))
+        );
+        assert!(c
+            .services
+            .iter()
+            .any(|s| s.name == "billing" && s.scram_verifier.is_some()));
         let bad = [("ROWGATE_SERVICES_X_PASWORD".to_string(), "p".to_string())];
-        let err = Config::from_toml_with_env(MINIMAL, bad).unwrap_err().to_string();
+        let err = Config::from_toml_with_env(MINIMAL, bad)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ROWGATE_SERVICES_<NAME>_<KEY>"), "{err}");
     }
 
@@ -592,16 +622,25 @@ leeway_secs = 5
         let with = format!("{MINIMAL}\n[[services]]\nname = \"billing\"\npassword = \"pw\"\n");
         let c = Config::from_toml(&with).unwrap();
         assert_eq!(c.services[0].name, "billing");
-        assert!(!format!("{c:?}").contains("\"pw\""), "the password is not in Debug");
+        assert!(
+            !format!("{c:?}").contains("\"pw\""),
+            "the password is not in Debug"
+        );
         let err = Config::from_toml(&with.replace("password = \"pw\"", ""))
             .unwrap_err()
             .to_string();
         assert!(err.contains("exactly one of password"), "{err}");
         // An env override changes the file's service of that name.
-        let env = [("ROWGATE_SERVICES_BILLING_PASSWORD".to_string(), "new".to_string())];
+        let env = [(
+            "ROWGATE_SERVICES_BILLING_PASSWORD".to_string(),
+            "new".to_string(),
+        )];
         let c = Config::from_toml_with_env(&with, env).unwrap();
         assert_eq!(c.services.len(), 1);
-        assert_eq!(c.services[0].password.as_ref().map(|p| p.0.as_str()), Some("new"));
+        assert_eq!(
+            c.services[0].password.as_ref().map(|p| p.0.as_str()),
+            Some("new")
+        );
     }
 
     #[test]

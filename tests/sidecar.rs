@@ -30,7 +30,10 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(b);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -99,7 +102,11 @@ fn config(db: &TestDb, pool: usize, extra: &str) -> String {
     )
 }
 
-async fn service_client(proxy: &RunningProxy, user: &str, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn service_client(
+    proxy: &RunningProxy,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(proxy.port())
@@ -115,12 +122,19 @@ async fn service_client(proxy: &RunningProxy, user: &str, password: &str) -> Res
 }
 
 fn db_error(e: &tokio_postgres::Error) -> (String, String) {
-    let d = e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e}"));
+    let d = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {e}"));
     (d.code().code().to_string(), d.message().to_string())
 }
 
-async fn owners(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    c.query(sql, &[]).await.expect(sql).iter().map(|r| r.get(0)).collect()
+async fn owners(c: &impl tokio_postgres::GenericClient, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .await
+        .expect(sql)
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 // ---------------------------------------------------------------- logins
@@ -130,18 +144,28 @@ async fn a_service_logs_in_with_scram_and_a_wrong_password_looks_like_an_unknown
     log();
     let db = notes_db(1).await;
     let proxy = rowgate(&config(&db, 2, "")).await;
-    let c = service_client(&proxy, SERVICE, PASSWORD).await.expect("SCRAM login");
+    let c = service_client(&proxy, SERVICE, PASSWORD)
+        .await
+        .expect("SCRAM login");
     // No user identity by default: RLS shows nothing.
     assert!(owners(&c, "select owner from notes").await.is_empty());
     let row = c.query_one("select auth.user_id()", &[]).await.unwrap();
     assert_eq!(row.get::<_, Option<String>>(0), None);
 
-    let wrong = service_client(&proxy, SERVICE, "not-the-password").await.unwrap_err();
-    let unknown = service_client(&proxy, "nobody", "legacy-secret").await.unwrap_err();
+    let wrong = service_client(&proxy, SERVICE, "not-the-password")
+        .await
+        .unwrap_err();
+    let unknown = service_client(&proxy, "nobody", "legacy-secret")
+        .await
+        .unwrap_err();
     let (wc, wm) = db_error(&wrong);
     let (uc, um) = db_error(&unknown);
     assert_eq!((wc.as_str(), uc.as_str()), ("28P01", "28P01"));
-    assert_eq!(wm.replace(SERVICE, "X"), um.replace("nobody", "X"), "same message, whichever it is");
+    assert_eq!(
+        wm.replace(SERVICE, "X"),
+        um.replace("nobody", "X"),
+        "same message, whichever it is"
+    );
     assert_eq!(wm, "password authentication failed for user \"legacy\"");
 }
 
@@ -151,12 +175,25 @@ async fn a_default_identity_is_the_identity_of_transactions_without_a_token() {
     let db = notes_db(2).await;
     let proxy = rowgate(&config(&db, 2, "default_identity = { sub = \"user_01\" }")).await;
     let c = service_client(&proxy, SERVICE, PASSWORD).await.unwrap();
-    assert_eq!(owners(&c, "select owner from notes").await, vec!["user_01", "user_01"]);
+    assert_eq!(
+        owners(&c, "select owner from notes").await,
+        vec!["user_01", "user_01"]
+    );
     let t = token("user_00");
-    c.batch_execute(&format!("BEGIN; SET LOCAL rowgate.token = '{t}'")).await.unwrap();
-    assert_eq!(owners(&c, "select owner from notes").await, vec!["user_00", "user_00"]);
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute(&format!("SET LOCAL rowgate.token = '{t}'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        owners(&c, "select owner from notes").await,
+        vec!["user_00", "user_00"]
+    );
     c.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(owners(&c, "select owner from notes").await, vec!["user_01", "user_01"], "back to the default");
+    assert_eq!(
+        owners(&c, "select owner from notes").await,
+        vec!["user_01", "user_01"],
+        "back to the default"
+    );
     assert_not_logged(&[&t]);
 }
 
@@ -171,8 +208,14 @@ async fn set_local_names_the_user_for_one_transaction_only() {
     let (t0, t1) = (token("user_00"), token("user_01"));
 
     // In a transaction block.
-    c.batch_execute(&format!("BEGIN; SET LOCAL rowgate.token = '{t0}'")).await.unwrap();
-    assert_eq!(owners(&c, "select owner from notes").await, vec!["user_00"; 2]);
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute(&format!("SET LOCAL rowgate.token = '{t0}'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        owners(&c, "select owner from notes").await,
+        vec!["user_00"; 2]
+    );
     // The token is nowhere in the server's view of the connections.
     let admin = db.admin_client().await;
     let seen: Vec<String> = admin
@@ -182,10 +225,19 @@ async fn set_local_names_the_user_for_one_transaction_only() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(seen.iter().all(|q| !q.contains("rowgate.token") && !q.contains(&t0)), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|q| !q.contains("rowgate.token") && !q.contains(&t0)),
+        "{seen:?}"
+    );
     // The same token again is fine; another one is refused.
-    c.batch_execute(&format!("SET LOCAL rowgate.token = '{t0}'")).await.unwrap();
-    let e = c.batch_execute(&format!("SET LOCAL rowgate.token = '{t1}'")).await.unwrap_err();
+    c.batch_execute(&format!("SET LOCAL rowgate.token = '{t0}'"))
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute(&format!("SET LOCAL rowgate.token = '{t1}'"))
+        .await
+        .unwrap_err();
     assert_eq!(db_error(&e).0, "42501");
     c.batch_execute("ROLLBACK").await.unwrap();
     // The transaction is over: no identity.
@@ -193,7 +245,9 @@ async fn set_local_names_the_user_for_one_transaction_only() {
 
     // First in a multi-statement query: one implicit transaction.
     let rows = c
-        .simple_query(&format!("SET LOCAL rowgate.token = '{t1}'; select owner from notes"))
+        .simple_query(&format!(
+            "SET LOCAL rowgate.token = '{t1}'; select owner from notes"
+        ))
         .await
         .unwrap();
     let got: Vec<&str> = rows
@@ -229,8 +283,15 @@ async fn the_extended_form_answers_as_postgres_does() {
 
     let tx = c.transaction().await.unwrap();
     let row = tx.query_one(&ours, &[&t]).await.unwrap();
-    assert_eq!(row.get::<_, String>(0), t, "set_config returns the new value");
-    assert_eq!(owners(&tx, "select owner from notes").await, vec!["user_01"; 2]);
+    assert_eq!(
+        row.get::<_, String>(0),
+        t,
+        "set_config returns the new value"
+    );
+    assert_eq!(
+        owners(&tx, "select owner from notes").await,
+        vec!["user_01"; 2]
+    );
     tx.commit().await.unwrap();
     assert!(owners(&c, "select owner from notes").await.is_empty());
     assert_not_logged(&[&t]);
@@ -245,7 +306,10 @@ async fn bad_tokens_and_session_forms_are_refused_with_reasons() {
 
     // A bad token aborts the transaction like any error; ROLLBACK works.
     c.batch_execute("BEGIN").await.unwrap();
-    let e = c.batch_execute("SET LOCAL rowgate.token = 'not.a.jwt'").await.unwrap_err();
+    let e = c
+        .batch_execute("SET LOCAL rowgate.token = 'not.a.jwt'")
+        .await
+        .unwrap_err();
     let (code, msg) = db_error(&e);
     assert!(code == "28P01" || code == "28000", "{code}");
     assert!(msg.contains("rowgate.token refused"), "{msg}");
@@ -284,8 +348,8 @@ async fn bad_tokens_and_session_forms_are_refused_with_reasons() {
     // A user logged in with a JWT password cannot use it.
     let t = token("user_00");
     let user = proxy.connect(&t).await.unwrap();
-    let e = user
-        .batch_execute(&format!("BEGIN; SET LOCAL rowgate.token = '{t}'"))
+    user.batch_execute("BEGIN").await.unwrap();
+    let e = user.batch_execute(&format!("SET LOCAL rowgate.token = '{t}'"))
         .await
         .unwrap_err();
     let (code, msg) = db_error(&e);
@@ -317,7 +381,9 @@ async fn the_unix_socket_works_with_postgres_naming() {
     tokio::spawn(conn);
     let t = token("user_00");
     let rows = c
-        .simple_query(&format!("SET LOCAL rowgate.token = '{t}'; select owner from notes"))
+        .simple_query(&format!(
+            "SET LOCAL rowgate.token = '{t}'; select owner from notes"
+        ))
         .await
         .unwrap();
     let n = rows
@@ -334,7 +400,11 @@ fn root() -> &'static Path {
 }
 
 fn tempdir(what: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rowgate-sidecar-{what}-{}-{}", std::process::id(), rand::random::<u32>()));
+    let d = std::env::temp_dir().join(format!(
+        "rowgate-sidecar-{what}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -383,8 +453,13 @@ async fn run_example(name: &str, program: impl FnOnce(&[String]) -> tokio::proce
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jdbc_hikaricp_service_with_a_pool_of_4_for_50_users() {
-    let jars = ["HikariCP.jar", "slf4j-api.jar", "slf4j-nop.jar", "postgresql.jar"]
-        .map(|j| Path::new("/usr/share/java").join(j));
+    let jars = [
+        "HikariCP.jar",
+        "slf4j-api.jar",
+        "slf4j-nop.jar",
+        "postgresql.jar",
+    ]
+    .map(|j| Path::new("/usr/share/java").join(j));
     if let Some(j) = jars.iter().find(|j| !j.is_file()) {
         missing(&j.display().to_string());
     }
@@ -408,7 +483,8 @@ async fn psycopg_pool_service_with_a_pool_of_4_for_50_users() {
     }
     run_example("psycopg-pool", |args| {
         let mut c = tokio::process::Command::new(&py);
-        c.arg(root().join("tests/sidecar/psycopg_service.py")).args(args);
+        c.arg(root().join("tests/sidecar/psycopg_service.py"))
+            .args(args);
         c
     })
     .await;
@@ -416,12 +492,16 @@ async fn psycopg_pool_service_with_a_pool_of_4_for_50_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_pool_service_with_a_pool_of_4_for_50_users() {
-    if !root().join("tests/drivers/node/node_modules/pg/package.json").is_file() {
+    if !root()
+        .join("tests/drivers/node/node_modules/pg/package.json")
+        .is_file()
+    {
         missing("node-postgres (tests/drivers/node/node_modules/pg)");
     }
     run_example("node-pg-pool", |args| {
         let mut c = tokio::process::Command::new("node");
-        c.arg(root().join("tests/sidecar/node_service.js")).args(args);
+        c.arg(root().join("tests/sidecar/node_service.js"))
+            .args(args);
         c
     })
     .await;

@@ -63,7 +63,11 @@ struct Args {
     #[arg(long)]
     pgbouncer_cancels: bool,
     /// Which targets to run, comma-separated: rowgate, inband, naive, safe.
-    #[arg(long, value_delimiter = ',', default_value = "rowgate,inband,naive,safe")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "rowgate,inband,naive,safe"
+    )]
     targets: Vec<String>,
     /// JSON report.
     #[arg(long, default_value_os_t = common::report_dir().join("leak.json"))]

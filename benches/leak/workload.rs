@@ -381,7 +381,8 @@ impl Vu {
             futs.push(async { c.simple_query("BEGIN").await.map(|_| None) }.boxed());
             if target.pattern.per_txn_identity() {
                 futs.push(
-                    async move { set_identity(slot, pattern, style, user).await.map(|_| None) }.boxed(),
+                    async move { set_identity(slot, pattern, style, user).await.map(|_| None) }
+                        .boxed(),
                 );
             }
         }

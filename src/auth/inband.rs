@@ -391,7 +391,14 @@ fn select_set_config(lx: &mut Lexer<'_>) -> Inband {
     }
     let is_local = match lx.next() {
         Tok::Word(w) if w == "true" => true,
-        Tok::Str(s) if matches!(s.to_ascii_lowercase().as_str(), "t" | "true" | "on" | "yes" | "1") => true,
+        Tok::Str(s)
+            if matches!(
+                s.to_ascii_lowercase().as_str(),
+                "t" | "true" | "on" | "yes" | "1"
+            ) =>
+        {
+            true
+        }
         _ => false,
     };
     if !is_local || !lx.punct(b')') {
@@ -559,7 +566,12 @@ pub mod reply {
     /// A WARNING notice, as for `SET LOCAL` outside a transaction block.
     pub fn warning(code: &str, message: &str) -> Bytes {
         build(b'N', |b| {
-            for (f, v) in [(b'S', "WARNING"), (b'V', "WARNING"), (b'C', code), (b'M', message)] {
+            for (f, v) in [
+                (b'S', "WARNING"),
+                (b'V', "WARNING"),
+                (b'C', code),
+                (b'M', message),
+            ] {
                 b.put_u8(f);
                 put_cstr(b, v.as_bytes());
             }
@@ -606,7 +618,11 @@ impl Prepared {
                 token: TokenAt::Param,
                 ..
             } => {
-                let t = if self.param_type == 0 { TEXT_OID } else { self.param_type };
+                let t = if self.param_type == 0 {
+                    TEXT_OID
+                } else {
+                    self.param_type
+                };
                 out.extend_from_slice(&reply::parameter_description(&[t]));
                 out.extend_from_slice(&reply::set_config_row_description(0));
             }
@@ -813,7 +829,9 @@ mod tests {
         assert!(ends_transaction(b" select 1; COMMIT"));
         assert!(ends_transaction(b"rollback"));
         assert!(ends_transaction(b"select 1;/* x */ end;"));
-        assert!(!ends_transaction(b"select case when true then 1 end from t"));
+        assert!(!ends_transaction(
+            b"select case when true then 1 end from t"
+        ));
         assert!(!ends_transaction(b"select 'commit'; select 2"));
     }
 
@@ -831,7 +849,12 @@ mod tests {
             b"select set_config('rowgate.token', $2, true)",
             b"select set_config('rowgate.token', $1, $2)",
         ] {
-            assert_eq!(recognize(q), Inband::SessionLevel, "{}", String::from_utf8_lossy(q));
+            assert_eq!(
+                recognize(q),
+                Inband::SessionLevel,
+                "{}",
+                String::from_utf8_lossy(q)
+            );
         }
     }
 
@@ -913,9 +936,18 @@ mod tests {
         // typlen -1, typmod -1, text format. (tests/sidecar.rs compares
         // the whole reply with a real server's.)
         let rd = reply::set_config_row_description(0);
-        assert_eq!(&rd[..], b"T\0\0\0\x23\0\x01set_config\0\0\0\0\0\0\0\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0");
-        assert_eq!(&reply::data_row(b"tok")[..], b"D\0\0\0\x0d\0\x01\0\0\0\x03tok");
-        assert_eq!(&reply::command_complete("SELECT 1")[..], b"C\0\0\0\x0dSELECT 1\0");
+        assert_eq!(
+            &rd[..],
+            b"T\0\0\0\x23\0\x01set_config\0\0\0\0\0\0\0\0\0\0\x19\xff\xff\xff\xff\xff\xff\0\0"
+        );
+        assert_eq!(
+            &reply::data_row(b"tok")[..],
+            b"D\0\0\0\x0d\0\x01\0\0\0\x03tok"
+        );
+        assert_eq!(
+            &reply::command_complete("SELECT 1")[..],
+            b"C\0\0\0\x0dSELECT 1\0"
+        );
         assert_eq!(&reply::command_complete("SET")[..], b"C\0\0\0\x08SET\0");
         let p = Prepared {
             form: recognize(b"select set_config('rowgate.token', $1, true)"),
@@ -932,7 +964,10 @@ mod tests {
         assert!(matches!(t.parse(b"S_1", spec), Inband::SetConfig { .. }));
         assert_eq!(t.statement(b"S_1").map(|p| p.param_type), Some(1043));
         assert_eq!(t.parse(b"S_1", b"select 1\0\0\0"), Inband::None);
-        assert!(t.statement(b"S_1").is_none(), "a re-Parse of the name forgets it");
+        assert!(
+            t.statement(b"S_1").is_none(),
+            "a re-Parse of the name forgets it"
+        );
         assert_eq!(t.switch([1; 32]), Switch::First);
         assert_eq!(t.switch([1; 32]), Switch::Same);
         assert_eq!(t.switch([2; 32]), Switch::Different);
@@ -940,7 +975,10 @@ mod tests {
         assert!(!t.active());
         assert_eq!(t.switch([2; 32]), Switch::First);
         // A multi-statement Parse is not ours (PostgreSQL refuses it).
-        assert_eq!(t.parse(b"", b"set local rowgate.token = 'x'; select 1\0\0\0"), Inband::None);
+        assert_eq!(
+            t.parse(b"", b"set local rowgate.token = 'x'; select 1\0\0\0"),
+            Inband::None
+        );
     }
 
     proptest::proptest! {
@@ -976,7 +1014,8 @@ mod tests {
         fn prefixes_of_a_set_local_are_never_a_set_local(cut in 0usize..36) {
             let q = b"SET LOCAL rowgate.token = 'abc.def'";
             let f = recognize(&q[..cut.min(q.len() - 1)]);
-            proptest::prop_assert!(!matches!(f, Inband::SetLocal { .. }));
+            let is_set_local = matches!(f, Inband::SetLocal { .. });
+            proptest::prop_assert!(!is_set_local);
         }
     }
 }

@@ -94,11 +94,13 @@ impl Verifier {
         let (stored, server) = keys
             .split_once(':')
             .ok_or(ScramError::BadVerifier("expected StoredKey:ServerKey"))?;
-        let iterations: u32 = iter
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or(ScramError::BadVerifier("iterations must be a positive integer"))?;
+        let iterations: u32 =
+            iter.parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(ScramError::BadVerifier(
+                    "iterations must be a positive integer",
+                ))?;
         let salt = B64
             .decode(salt)
             .ok()
@@ -257,7 +259,11 @@ mod tests {
     /// Runs a whole exchange with postgres-protocol's client (the one
     /// tokio-postgres uses); returns the server's verdict and whether the
     /// client accepted the server's signature.
-    fn exchange(verifier: &Verifier, password: &str, binding: ChannelBinding) -> Result<(), String> {
+    fn exchange(
+        verifier: &Verifier,
+        password: &str,
+        binding: ChannelBinding,
+    ) -> Result<(), String> {
         let mut client = ScramSha256::new(password.as_bytes(), binding);
         let (server, first) =
             ServerFirst::start(verifier.clone(), client.message()).map_err(|e| e.to_string())?;
@@ -286,7 +292,11 @@ mod tests {
     fn a_dummy_verifier_refuses_everything_the_same_way() {
         let secret = [7u8; 32];
         let v = Verifier::dummy("nobody", &secret);
-        assert_eq!(v, Verifier::dummy("nobody", &secret), "stable salt per name");
+        assert_eq!(
+            v,
+            Verifier::dummy("nobody", &secret),
+            "stable salt per name"
+        );
         let err = exchange(&v, "", ChannelBinding::unsupported()).unwrap_err();
         assert_eq!(err, ScramError::BadProof.to_string());
     }
@@ -310,7 +320,14 @@ mod tests {
     #[test]
     fn malformed_client_messages_are_errors_not_panics() {
         let v = Verifier::from_password("pw");
-        for first in [&b""[..], b"n", b"n,,", b"x,,n=,r=abc", b"n,,n=,r=", b"\xff\xfe"] {
+        for first in [
+            &b""[..],
+            b"n",
+            b"n,,",
+            b"x,,n=,r=abc",
+            b"n,,n=,r=",
+            b"\xff\xfe",
+        ] {
             assert!(ServerFirst::start(v.clone(), first).is_err());
         }
         assert_eq!(
@@ -318,7 +335,10 @@ mod tests {
             Some(ScramError::ChannelBinding)
         );
         let (s, _) = ServerFirst::start(v.clone(), b"n,,n=,r=abc").unwrap();
-        assert!(s.finish(b"c=biws,r=abc,p=AAAA").is_err(), "nonce must be the server's");
+        assert!(
+            s.finish(b"c=biws,r=abc,p=AAAA").is_err(),
+            "nonce must be the server's"
+        );
         let (s, first) = ServerFirst::start(v, b"n,,n=,r=abc").unwrap();
         let nonce = first.split(',').next().unwrap();
         assert_eq!(

@@ -153,7 +153,9 @@ hs256_secret = "dev-secret-dev-secret-dev-secret!""#,
     #[test]
     fn exactly_one_password_source_is_required() {
         assert!(Services::new(&[service("password = \"pw\"")], &auth()).is_ok());
-        let err = Services::new(&[service("")], &auth()).unwrap_err().to_string();
+        let err = Services::new(&[service("")], &auth())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("exactly one of password"), "{err}");
         let both = service("password = \"pw\"\nscram_verifier = \"x\"");
         assert!(Services::new(&[both], &auth()).is_err());

@@ -66,8 +66,9 @@ fn query_frame(sql: &[u8]) -> Result<Frame, super::session::End> {
     b.put_i32((sql.len() + 5) as i32);
     b.put_slice(sql);
     b.put_u8(0);
-    next_frame(&mut b, MAX_MESSAGE_LEN)?
-        .ok_or(super::session::End::Desync("rebuilt query frame incomplete"))
+    next_frame(&mut b, MAX_MESSAGE_LEN)?.ok_or(super::session::End::Desync(
+        "rebuilt query frame incomplete",
+    ))
 }
 
 impl Session {
@@ -79,7 +80,10 @@ impl Session {
     ) -> Result<Intercept, super::session::End> {
         let body = frame.body();
         match frame.tag() {
-            b'Q' => self.inband_query(body.strip_suffix(b"\0").unwrap_or(body)).await,
+            b'Q' => {
+                self.inband_query(body.strip_suffix(b"\0").unwrap_or(body))
+                    .await
+            }
             b'P' => {
                 let p = frontend::parse_parts(body)?;
                 match self.inband.tracker.parse(p.name, p.spec) {
@@ -112,9 +116,14 @@ impl Session {
                         ..
                     } => Ok(token.clone()),
                     _ => match inband::bind_first_param(b.rest) {
-                        Ok(Some(t)) => String::from_utf8(t.to_vec())
-                            .map_err(|_| ("28P01", "rowgate: rowgate.token is not UTF-8".to_string())),
-                        Ok(None) => Err(("28000", "rowgate: rowgate.token is NULL: no user for this transaction".to_string())),
+                        Ok(Some(t)) => String::from_utf8(t.to_vec()).map_err(|_| {
+                            ("28P01", "rowgate: rowgate.token is not UTF-8".to_string())
+                        }),
+                        Ok(None) => Err((
+                            "28000",
+                            "rowgate: rowgate.token is NULL: no user for this transaction"
+                                .to_string(),
+                        )),
                         Err(why) => Err(("08P01", format!("rowgate: malformed Bind: {why}"))),
                     },
                 };
@@ -220,7 +229,10 @@ impl Session {
             Upstream::Detached => b'I',
         };
         if status == b'E' {
-            self.emit(error("25P02", "current transaction is aborted, commands ignored until end of transaction block"));
+            self.emit(error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
             self.emit(backend::ready_for_query(b'E'));
             return Ok(Intercept::Done);
         }

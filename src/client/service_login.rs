@@ -92,10 +92,7 @@ fn authentication_sasl_data(code: i32, data: &[u8]) -> bytes::Bytes {
 
 /// Reads the next client message during authentication; it must be a
 /// PasswordMessage-family `p`.
-async fn read_p(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-) -> Result<bytes::Bytes, StartupEnd> {
+async fn read_p(stream: &mut Stream, buf: &mut BytesMut) -> Result<bytes::Bytes, StartupEnd> {
     let frame = loop {
         match next_frame(buf, MAX_PREAUTH_LEN) {
             Ok(Some(f)) => break f,

@@ -173,7 +173,15 @@ async fn authenticate(
     let method = super::service_login::method_for(&user, &shared.services, &shared.auth);
     if let super::service_login::Method::Scram(service, verifier) = method {
         use super::service_login::{scram, Login};
-        let done = scram(&mut stream, &mut buf, &out, &user, service.as_ref(), verifier).await;
+        let done = scram(
+            &mut stream,
+            &mut buf,
+            &out,
+            &user,
+            service.as_ref(),
+            verifier,
+        )
+        .await;
         return match (done, service) {
             (Ok(()), Some(service)) => {
                 let identity = match &service.default_identity {
@@ -183,14 +191,28 @@ async fn authenticate(
                 match identity {
                     Ok(identity) => {
                         tracing::info!(%peer, service = %service.name, "service logged in");
-                        greet(stream, buf, shared, params, identity, Login::Service(service)).await
+                        greet(
+                            stream,
+                            buf,
+                            shared,
+                            params,
+                            identity,
+                            Login::Service(service),
+                        )
+                        .await
                     }
-                    Err(e) => Err((Some(stream), refuse("28000", &format!("rowgate: default_identity: {e}")))),
+                    Err(e) => Err((
+                        Some(stream),
+                        refuse("28000", &format!("rowgate: default_identity: {e}")),
+                    )),
                 }
             }
             (Err(StartupEnd::Quiet), _) => Err((None, StartupEnd::Quiet)),
             (Err(end), _) => Err((Some(stream), end)),
-            (Ok(()), None) => Err((Some(stream), refuse("28P01", &super::service_login::failed_message(&user)))),
+            (Ok(()), None) => Err((
+                Some(stream),
+                refuse("28P01", &super::service_login::failed_message(&user)),
+            )),
         };
     }
     out.extend_from_slice(&backend::authentication_cleartext());
@@ -236,7 +258,15 @@ async fn authenticate(
             ));
         }
     };
-    greet(stream, buf, shared, params, identity, super::service_login::Login::User).await
+    greet(
+        stream,
+        buf,
+        shared,
+        params,
+        identity,
+        super::service_login::Login::User,
+    )
+    .await
 }
 
 /// After a successful login: the upstream's parameters, AuthenticationOk and
