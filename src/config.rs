@@ -49,6 +49,34 @@ pub struct Config {
     /// unless present.
     #[serde(default)]
     pub http: Option<crate::http::HttpConfig>,
+    /// `[[services]]`: legacy services that log in with a password and
+    /// name each transaction's user in-band (docs/sidecar.md).
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// One `[[services]]` entry: a service that logs in with a static password
+/// (SCRAM-SHA-256) and switches the user identity per transaction with a
+/// verified token (`SET LOCAL rowgate.token = '<jwt>'`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The startup `user` the service logs in as; also its name in logs.
+    pub name: String,
+    /// The password, in the config (or `ROWGATE_SERVICES_<NAME>_PASSWORD`).
+    pub password: Option<crate::auth::Secret>,
+    /// A file holding the password (one line; surrounding whitespace dropped).
+    pub password_file: Option<PathBuf>,
+    /// A SCRAM-SHA-256 verifier, as in `pg_authid`:
+    /// `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
+    pub scram_verifier: Option<String>,
+    /// Issuers whose tokens this service may present; default: every
+    /// configured issuer.
+    pub allowed_issuers: Option<Vec<String>>,
+    /// Claims used as the identity of a transaction that names no user
+    /// (e.g. a service account); without it such transactions run with no
+    /// user identity at all, so RLS shows nothing.
+    pub default_identity: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// What to do with a statement that creates session state.
@@ -125,6 +153,10 @@ pub struct ListenConfig {
     /// idle in a transaction holds a pooled connection away from everyone.
     #[serde(default, with = "duration")]
     pub idle_in_transaction_timeout: Duration,
+    /// Also listen on a Unix-domain socket in this directory, named as
+    /// PostgreSQL names its own (`.s.PGSQL.<port of addr>`), so libpq's
+    /// `host=/that/dir` reaches rowgate. Such clients count as loopback.
+    pub unix_socket_dir: Option<PathBuf>,
 }
 
 impl Default for ListenConfig {
@@ -136,6 +168,7 @@ impl Default for ListenConfig {
             allow_plaintext_password: false,
             client_idle_timeout: Duration::ZERO,
             idle_in_transaction_timeout: Duration::ZERO,
+            unix_socket_dir: None,
         }
     }
 }
@@ -226,6 +259,26 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Builds the configuration from `ROWGATE_*` environment variables
+    /// alone, for containers that have no config file.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_toml_with_env("", std::env::vars())
+    }
+
+    /// [`Config::load`] when `path` exists; otherwise the configuration
+    /// from `ROWGATE_*` variables alone (a container without a file).
+    pub fn load_or_env(path: &Path) -> Result<Config, ConfigError> {
+        if path.exists() {
+            return Self::load(path);
+        }
+        Self::from_env().map_err(|e| {
+            ConfigError::Invalid(format!(
+                "{} does not exist, and the ROWGATE_* environment variables alone do not make a configuration: {e}",
+                path.display()
+            ))
+        })
+    }
+
     /// Reads `path`, applies `ROWGATE_*` overrides from the environment and
     /// checks the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -252,8 +305,11 @@ impl Config {
         let mut doc: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        for (name, value) in env {
-            apply_env_override(&mut doc, &name, &value);
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        // Sorted, so several variables for one service apply in a fixed order.
+        env.sort();
+        for (name, value) in &env {
+            apply_env_override(&mut doc, name, value)?;
         }
         crate::upstream::databases::inherit_overrides(&mut doc);
         let config: Config = toml::Value::Table(doc)
@@ -281,6 +337,8 @@ impl Config {
         if let Some(http) = &self.http {
             http.validate().map_err(ConfigError::Invalid)?;
         }
+        crate::auth::Services::new(&self.services, &self.auth)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }
@@ -298,32 +356,140 @@ const SECTIONS: &[&str] = &[
     "http",
 ];
 
-fn apply_env_override(doc: &mut toml::Table, name: &str, value: &str) {
+/// Keys of a `[[services]]` entry settable as `ROWGATE_SERVICES_<NAME>_<KEY>`
+/// (longest first, so `_PASSWORD_FILE` is not read as `_PASSWORD`).
+const SERVICE_KEYS: &[&str] = &[
+    "default_identity",
+    "allowed_issuers",
+    "scram_verifier",
+    "password_file",
+    "password",
+];
+
+/// An environment value as TOML: an integer, a boolean, an inline array or
+/// table (`["a","b"]`, `{sub = "x"}`), else a string.
+fn env_value(value: &str) -> Result<toml::Value, String> {
+    if let Ok(i) = value.parse::<i64>() {
+        return Ok(toml::Value::Integer(i));
+    }
+    if let Ok(b) = value.parse::<bool>() {
+        return Ok(toml::Value::Boolean(b));
+    }
+    let trimmed = value.trim_start();
+    if trimmed.starts_with('[') || trimmed.starts_with('{') {
+        let doc: toml::Table = format!("v = {value}")
+            .parse()
+            .map_err(|e: toml::de::Error| e.message().to_owned())?;
+        if let Some(v) = doc.get("v") {
+            return Ok(v.clone());
+        }
+    }
+    Ok(toml::Value::String(value.to_owned()))
+}
+
+/// `ROWGATE_SERVICES_BILLING_PASSWORD=...` sets `password` of the service
+/// named `billing` (the name lower-cased), adding the service if the file
+/// has none of that name. `DEFAULT_IDENTITY` may be JSON or a TOML inline
+/// table; `ALLOWED_ISSUERS` a comma-separated list or an array.
+fn apply_service_override(
+    doc: &mut toml::Table,
+    rest: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let bad = |why: String| {
+        ConfigError::Invalid(format!(
+            "ROWGATE_SERVICES_{}: {why}",
+            rest.to_ascii_uppercase()
+        ))
+    };
+    let Some((name, key)) = SERVICE_KEYS.iter().find_map(|k| {
+        rest.strip_suffix(k)
+            .and_then(|n| n.strip_suffix('_'))
+            .filter(|n| !n.is_empty())
+            .map(|n| (n, *k))
+    }) else {
+        return Err(bad(format!(
+            "expected ROWGATE_SERVICES_<NAME>_<KEY> with KEY one of {}",
+            SERVICE_KEYS.join(", ").to_ascii_uppercase()
+        )));
+    };
+    let parsed = match key {
+        "default_identity" if value.trim_start().starts_with('{') => {
+            match serde_json::from_str::<serde_json::Value>(value) {
+                Ok(json) => toml::Value::try_from(json).map_err(|e| bad(e.to_string()))?,
+                Err(_) => env_value(value).map_err(bad)?,
+            }
+        }
+        "allowed_issuers" if !value.trim_start().starts_with('[') => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+        // Passwords and paths stay strings even when they look like numbers.
+        "password" | "password_file" | "scram_verifier" => toml::Value::String(value.to_owned()),
+        _ => env_value(value).map_err(bad)?,
+    };
+    let services = doc
+        .entry("services")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    let toml::Value::Array(list) = services else {
+        return Err(bad("services must be an array of tables".into()));
+    };
+    let existing = list.iter_mut().find_map(|s| match s {
+        toml::Value::Table(t)
+            if t.get("name")
+                .and_then(|n| n.as_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+                == Some(name) =>
+        {
+            Some(t)
+        }
+        _ => None,
+    });
+    let table = match existing {
+        Some(t) => t,
+        None => {
+            let mut t = toml::Table::new();
+            t.insert("name".into(), toml::Value::String(name.to_owned()));
+            list.push(toml::Value::Table(t));
+            match list.last_mut() {
+                Some(toml::Value::Table(t)) => t,
+                _ => return Err(bad("internal error".into())),
+            }
+        }
+    };
+    table.insert(key.to_owned(), parsed);
+    Ok(())
+}
+
+fn apply_env_override(doc: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
     let Some(rest) = name.strip_prefix("ROWGATE_") else {
-        return;
+        return Ok(());
     };
     let lower = rest.to_ascii_lowercase();
+    if let Some(service) = lower.strip_prefix("services_") {
+        return apply_service_override(doc, service, value);
+    }
     let Some((section, key)) = SECTIONS.iter().find_map(|s| {
         lower
             .strip_prefix(s)
             .and_then(|k| k.strip_prefix('_'))
             .map(|k| (*s, k))
     }) else {
-        return;
+        return Ok(());
     };
-    let value = if let Ok(i) = value.parse::<i64>() {
-        toml::Value::Integer(i)
-    } else if let Ok(b) = value.parse::<bool>() {
-        toml::Value::Boolean(b)
-    } else {
-        toml::Value::String(value.to_owned())
-    };
+    let value = env_value(value).map_err(|why| ConfigError::Invalid(format!("{name}: {why}")))?;
     let table = doc
         .entry(section)
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let toml::Value::Table(t) = table {
         t.insert(key.to_owned(), value);
     }
+    Ok(())
 }
 
 /// Serde helpers for durations written as `"5s"`, `"250ms"`, `"2m"`, `"1h"`
@@ -417,6 +583,76 @@ leeway_secs = 5
             .unwrap_err()
             .to_string();
         assert!(err.contains("pool_sise"), "{err}");
+    }
+
+    #[test]
+    fn a_whole_config_with_services_comes_from_the_environment() {
+        let env = [
+            ("ROWGATE_UPSTREAM_URL", "postgres://a:b@127.0.0.1:5432/app"),
+            ("ROWGATE_AUTH_ISSUER", "https://clerk.example.com"),
+            ("ROWGATE_AUTH_HS256_SECRET", "dev-secret-dev-secret-dev-secret!"),
+            ("ROWGATE_AUTH_AUTHORIZED_PARTIES", "[\"https://app.example.com\"]"),
+            ("ROWGATE_LISTEN_UNIX_SOCKET_DIR", "/tmp/rg"),
+            ("ROWGATE_SERVICES_ORDER_API_PASSWORD", "12345"),
+            ("ROWGATE_SERVICES_ORDER_API_ALLOWED_ISSUERS", "https://clerk.example.com"),
+            ("ROWGATE_SERVICES_ORDER_API_DEFAULT_IDENTITY", "{\"sub\": \"svc\"}"),
+            ("ROWGATE_SERVICES_BILLING_SCRAM_VERIFIER", "SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0c2FsdA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = Config::from_toml_with_env("", env).unwrap();
+        assert_eq!(
+            c.listen.unix_socket_dir.as_deref(),
+            Some(Path::new("/tmp/rg"))
+        );
+        let order = c.services.iter().find(|s| s.name == "order_api").unwrap();
+        assert_eq!(
+            order.password.as_ref().map(|p| p.0.as_str()),
+            Some("12345"),
+            "a password stays a string"
+        );
+        assert_eq!(
+            order.allowed_issuers.as_deref(),
+            Some(&["https://clerk.example.com".to_string()][..])
+        );
+        assert_eq!(
+            order.default_identity.as_ref().and_then(|d| d.get("sub")),
+            Some(&serde_json::json!("svc"))
+        );
+        assert!(c
+            .services
+            .iter()
+            .any(|s| s.name == "billing" && s.scram_verifier.is_some()));
+        let bad = [("ROWGATE_SERVICES_X_PASWORD".to_string(), "p".to_string())];
+        let err = Config::from_toml_with_env(MINIMAL, bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ROWGATE_SERVICES_<NAME>_<KEY>"), "{err}");
+    }
+
+    #[test]
+    fn services_in_the_file_are_checked() {
+        let with = format!("{MINIMAL}\n[[services]]\nname = \"billing\"\npassword = \"pw\"\n");
+        let c = Config::from_toml(&with).unwrap();
+        assert_eq!(c.services[0].name, "billing");
+        assert!(
+            !format!("{c:?}").contains("\"pw\""),
+            "the password is not in Debug"
+        );
+        let err = Config::from_toml(&with.replace("password = \"pw\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly one of password"), "{err}");
+        // An env override changes the file's service of that name.
+        let env = [(
+            "ROWGATE_SERVICES_BILLING_PASSWORD".to_string(),
+            "new".to_string(),
+        )];
+        let c = Config::from_toml_with_env(&with, env).unwrap();
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(
+            c.services[0].password.as_ref().map(|p| p.0.as_str()),
+            Some("new")
+        );
     }
 
     #[test]

@@ -62,8 +62,12 @@ struct Args {
     /// with a server-side statement_timeout instead.
     #[arg(long)]
     pgbouncer_cancels: bool,
-    /// Which targets to run, comma-separated: rowgate, naive, safe.
-    #[arg(long, value_delimiter = ',', default_value = "rowgate,naive,safe")]
+    /// Which targets to run, comma-separated: rowgate, inband, naive, safe.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "rowgate,inband,naive,safe"
+    )]
     targets: Vec<String>,
     /// JSON report.
     #[arg(long, default_value_os_t = common::report_dir().join("leak.json"))]
@@ -112,6 +116,12 @@ async fn run(args: Args) -> Result<bool, String> {
     if wants("rowgate") {
         let r = run_rowgate(&cluster, &signer, &users, &args, rowgate_txns, max).await?;
         rowgate_clean = r.stats.leaks == 0 && r.completed;
+        results.push(r);
+    }
+    if wants("inband") {
+        reset_rows(&cluster).await?;
+        let r = run_inband(&cluster, &signer, &users, &args, rowgate_txns, max).await?;
+        rowgate_clean &= r.stats.leaks == 0 && r.completed;
         results.push(r);
     }
 
@@ -215,6 +225,50 @@ async fn run_rowgate(
         client_cancels: true,
     };
     println!("running rowgate ...");
+    let result = run_target(Arc::new(target), users, txns, args.seed, max).await;
+    server.stop();
+    result
+}
+
+/// A legacy service's shared pool (the bench's naive pool, `--pool`
+/// connections) logged in to rowgate as a service, naming each
+/// transaction's user with its token in-band.
+async fn run_inband(
+    cluster: &Cluster,
+    signer: &Signer,
+    users: &[Arc<User>],
+    args: &Args,
+    txns: u64,
+    max: Duration,
+) -> Result<TargetResult, String> {
+    const PASSWORD: &str = "bench-service-secret";
+    let toml = format!(
+        "{}\n[[services]]\nname = \"legacy\"\npassword = \"{PASSWORD}\"\n",
+        common::rowgate_toml(
+            "127.0.0.1:0",
+            &cluster.authenticator_url(),
+            args.pool,
+            signer.public_pem_path(),
+            None,
+        )
+    );
+    let config = rowgate::Config::from_toml(&toml).map_err(|e| e.to_string())?;
+    let server = rowgate::start(config).await.map_err(|e| e.to_string())?;
+    let target = Target {
+        name: "legacy service pool through rowgate (in-band tokens)".into(),
+        pattern: Pattern::InbandToken,
+        via: Via::BenchPool,
+        style: Style::Named,
+        endpoint: Endpoint {
+            port: server.local_addr().port(),
+            dbname: "bench".into(),
+            user: "legacy".into(),
+            password: Some(PASSWORD.into()),
+        },
+        shared_pool_size: args.pool,
+        client_cancels: true,
+    };
+    println!("running {} ...", target.name);
     let result = run_target(Arc::new(target), users, txns, args.seed, max).await;
     server.stop();
     result

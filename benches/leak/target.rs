@@ -20,6 +20,19 @@ pub enum Pattern {
     /// The app-side safe pattern: every unit of work is
     /// `BEGIN; SELECT set_config(.., true) x3; ...; COMMIT`.
     SafeSetConfig,
+    /// A legacy service's shared pool logged in to rowgate as a service
+    /// (`[[services]]`): every unit of work is `BEGIN; select
+    /// set_config('rowgate.token', $1, true); ...; COMMIT`, and rowgate
+    /// verifies the token and injects that user's identity.
+    InbandToken,
+}
+
+impl Pattern {
+    /// Whether the app names the user at the start of every transaction
+    /// (and so wraps every unit of work in one).
+    pub fn per_txn_identity(self) -> bool {
+        matches!(self, Pattern::SafeSetConfig | Pattern::InbandToken)
+    }
 }
 
 /// What sits between the app and PostgreSQL.
@@ -98,6 +111,9 @@ pub const INSERT_SQL: &str = "insert into user_messages (message) values ($1) re
 pub const SET_IDENTITY_SQL: &str = "select set_config('app.user_id', $1, true), \
      set_config('request.jwt.claims', $2, true), set_config('app.org_id', $3, true)";
 
+/// The in-band identity statement of a service login: the user's token.
+pub const SET_TOKEN_SQL: &str = "select set_config('rowgate.token', $1, true)";
+
 /// Connections that ended with an error (a FATAL from the server, a
 /// protocol error), and the first few of those errors.
 pub static CONNECTION_ERRORS: std::sync::Mutex<(u64, Vec<String>)> =
@@ -118,6 +134,8 @@ pub struct Stmts {
     /// Only the app-side safe pattern uses it; through rowgate the guard
     /// refuses it (a client may not set the identity), so it is None there.
     pub set_identity: Option<Statement>,
+    /// The in-band token statement; only a service login may prepare it.
+    pub set_token: Option<Statement>,
 }
 
 /// One connection and, with [`Style::Named`], its prepared statements.
@@ -160,6 +178,7 @@ impl Slot {
                 check: slot.client.prepare(CHECK_SQL).await?,
                 insert: slot.client.prepare(INSERT_SQL).await?,
                 set_identity: slot.client.prepare(SET_IDENTITY_SQL).await.ok(),
+                set_token: slot.client.prepare(SET_TOKEN_SQL).await.ok(),
             });
         }
         Ok(slot)

@@ -240,7 +240,7 @@ impl Vu {
     }
 
     fn safe(&self) -> bool {
-        self.target.pattern == Pattern::SafeSetConfig
+        self.target.pattern.per_txn_identity()
     }
 
     /// The anti-pattern's start of request: session-level SETs, in their
@@ -274,7 +274,7 @@ impl Vu {
             ..
         } = self;
         let u = link.unit(pick).await;
-        let safe = target.pattern == Pattern::SafeSetConfig;
+        let safe = target.pattern.per_txn_identity();
         if safe {
             begin(&u, target, user).await?;
         }
@@ -296,7 +296,7 @@ impl Vu {
             ..
         } = self;
         let u = link.unit(pick).await;
-        let safe = target.pattern == Pattern::SafeSetConfig;
+        let safe = target.pattern.per_txn_identity();
         if safe {
             begin(&u, target, user).await?;
         }
@@ -375,12 +375,14 @@ impl Vu {
         let c = &slot.client;
         let user: &User = user;
         let style = target.style;
+        let pattern = target.pattern;
         let mut futs: Vec<BoxFuture<'_, PgResult<Option<Seen>>>> = Vec::new();
         if in_txn {
             futs.push(async { c.simple_query("BEGIN").await.map(|_| None) }.boxed());
-            if target.pattern == Pattern::SafeSetConfig {
+            if target.pattern.per_txn_identity() {
                 futs.push(
-                    async move { set_identity(slot, style, user).await.map(|_| None) }.boxed(),
+                    async move { set_identity(slot, pattern, style, user).await.map(|_| None) }
+                        .boxed(),
                 );
             }
         }
@@ -426,7 +428,7 @@ impl Vu {
                 ..
             } = &mut *self;
             let u = link.unit(pick).await;
-            if mid_txn || target.pattern == Pattern::SafeSetConfig {
+            if mid_txn || target.pattern.per_txn_identity() {
                 begin(&u, target, user).await?;
                 if mid_txn {
                     classify(user, read(&u, target.style, Proto::Extended).await?, stats);
@@ -436,7 +438,7 @@ impl Vu {
                 u.client.simple_query("select 1/0").await,
                 &SqlState::DIVISION_BY_ZERO,
             )?;
-            if mid_txn || target.pattern == Pattern::SafeSetConfig {
+            if mid_txn || target.pattern.per_txn_identity() {
                 u.client.simple_query("ROLLBACK").await?;
             }
         }
@@ -486,7 +488,7 @@ impl Vu {
                 user, target, link, ..
             } = &mut *self;
             let u = link.unit(pick).await;
-            let safe = target.pattern == Pattern::SafeSetConfig;
+            let safe = target.pattern.per_txn_identity();
             if safe {
                 begin(&u, target, user).await?;
             }
@@ -607,8 +609,8 @@ fn link_kind_shared(u: &super::target::Unit<'_>) -> bool {
 /// BEGIN, plus the safe pattern's identity statement.
 async fn begin(slot: &Slot, target: &Target, user: &User) -> PgResult<()> {
     slot.client.simple_query("BEGIN").await?;
-    if target.pattern == Pattern::SafeSetConfig {
-        set_identity(slot, target.style, user).await?;
+    if target.pattern.per_txn_identity() {
+        set_identity(slot, target.pattern, target.style, user).await?;
     }
     Ok(())
 }
@@ -631,7 +633,24 @@ async fn finish<T>(slot: &Slot, txn: bool, body: PgResult<T>) -> PgResult<T> {
     }
 }
 
-async fn set_identity(slot: &Slot, style: Style, user: &User) -> PgResult<()> {
+async fn set_identity(slot: &Slot, pattern: Pattern, style: Style, user: &User) -> PgResult<()> {
+    if pattern == Pattern::InbandToken {
+        match (&slot.stmts, style) {
+            (
+                Some(Stmts {
+                    set_token: Some(st),
+                    ..
+                }),
+                Style::Named,
+            ) => slot.client.query(st, &[&user.token]).await?,
+            _ => {
+                slot.client
+                    .query_typed(super::target::SET_TOKEN_SQL, &[(&user.token, Type::TEXT)])
+                    .await?
+            }
+        };
+        return Ok(());
+    }
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
         [&user.sub, &user.claims_json, &user.org];
     match (&slot.stmts, style) {

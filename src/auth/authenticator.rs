@@ -157,6 +157,14 @@ impl Authenticator {
         &self.setting_names
     }
 
+    /// Whether some issuer could accept `startup_user` as a JWT user: any
+    /// issuer whose `user_policy` is not `map`, or one whose map has it.
+    pub fn may_be_user(&self, startup_user: &str) -> bool {
+        self.issuers.iter().any(|i| {
+            i.spec.user_policy != UserPolicy::Map || i.spec.users.contains_key(startup_user)
+        })
+    }
+
     /// What to do when a connected client's token expires.
     pub fn on_expiry(&self) -> OnExpiry {
         self.on_expiry
@@ -195,11 +203,18 @@ impl Authenticator {
         startup_user: &str,
         id: String,
     ) -> Result<Identity, AuthError> {
+        let v = self.verified(token, digest).await?;
+        self.finish(&v, startup_user, id)
+    }
+
+    /// The verified form of `token`, from the cache or by checking it
+    /// (signature, claim policy), with its time claims checked now.
+    async fn verified(&self, token: &str, digest: &[u8; 32]) -> Result<Arc<Verified>, AuthError> {
         let now = now_secs();
         if let Some(v) = self.cache.get(digest) {
             if self.key_still_trusted(&v) {
                 check_times(&v, now, self.leeway)?;
-                return self.finish(&v, startup_user, id);
+                return Ok(v);
             }
             // Its key left the set: verify again from scratch.
             self.cache.remove(digest);
@@ -258,7 +273,95 @@ impl Authenticator {
         let verified = Arc::new(verified);
         self.cache
             .insert(*digest, verified.clone(), verified.exp, now);
-        self.finish(&verified, startup_user, id)
+        Ok(verified)
+    }
+
+    /// Verifies a token a service presented in-band (`SET LOCAL
+    /// rowgate.token`), with exactly the policy of the password path
+    /// (issuer, key, `aud`, `azp`, `sid`, `sts`, times with leeway) and the
+    /// same cache, plus the service's `allowed_issuers`. The startup user
+    /// is the service's name, so `user_policy` does not apply; a role comes
+    /// from the token or `[identity] role` only.
+    pub async fn verify_inband(
+        &self,
+        token: &str,
+        service: &super::service::Service,
+    ) -> Result<Identity, AuthError> {
+        let token = token.trim();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let id = hex::encode(&digest[..6]);
+        let result = self.verified(token, &digest).await.and_then(|v| {
+            let issuer = &self.issuers[v.issuer].spec.issuer;
+            if !service.allows_issuer(issuer) {
+                return Err(AuthError::IssuerNotAllowed {
+                    issuer: quoted(issuer),
+                    service: quoted(&service.name),
+                });
+            }
+            Ok(inband_identity(&v, self.with_role, id.clone()))
+        });
+        match &result {
+            Ok(identity) => {
+                tracing::debug!(token_id = %id, service = %service.name, sub = %identity.subject, "in-band token accepted")
+            }
+            Err(e) => {
+                metrics::incr("rowgate_auth_failures_total", e.reason());
+                tracing::info!(token_id = %id, service = %service.name, reason = e.reason(), "in-band token refused: {e}");
+            }
+        }
+        result
+    }
+
+    /// The identity of a transaction with no user: every setting empty (the
+    /// SQL helpers read that as NULL, so RLS shows nothing), no role switch.
+    pub fn no_identity(&self) -> Identity {
+        let mut values = vec![String::new(); self.identity.settings.len()];
+        if self.with_role {
+            values.push("none".into());
+        }
+        Identity {
+            subject: String::new(),
+            values: values.into(),
+            expires_at: None,
+            token_id: "-".into(),
+        }
+    }
+
+    /// The identity a service's `default_identity` claims give, mapped by
+    /// `[identity]` like a token's claims (no signature: the operator wrote
+    /// them). Its `sub` may be absent.
+    pub fn identity_from_claims(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Identity, AuthError> {
+        let mut values = Vec::with_capacity(self.setting_names.len());
+        for (name, path) in &self.identity.settings {
+            let v = path.render(claims);
+            if v.contains('\0') {
+                return Err(AuthError::BadClaim {
+                    claim: quoted(name),
+                    why: "contains a NUL character",
+                });
+            }
+            values.push(v);
+        }
+        if self.with_role {
+            let role = match &self.identity.role {
+                Some(super::settings::RoleSource::Fixed(r)) => r.clone(),
+                Some(super::settings::RoleSource::Claim(path)) => match path.lookup(claims) {
+                    Some(serde_json::Value::String(r)) => r.clone(),
+                    _ => "none".into(),
+                },
+                None => "none".into(),
+            };
+            values.push(role);
+        }
+        Ok(Identity {
+            subject: str_claim(claims, "sub")?.unwrap_or_default().to_owned(),
+            values: values.into(),
+            expires_at: None,
+            token_id: "default_identity".into(),
+        })
     }
 
     fn finish(&self, v: &Verified, startup_user: &str, id: String) -> Result<Identity, AuthError> {
@@ -310,6 +413,21 @@ impl Authenticator {
                 Keys::Static(_) => 0,
             })
             .sum()
+    }
+}
+
+/// The identity of an in-band token: the settings of its claims, the role
+/// from the token (or `[identity] role`), never a `user_policy` mapping.
+fn inband_identity(v: &Verified, with_role: bool, token_id: String) -> Identity {
+    let mut values = v.values.clone();
+    if with_role {
+        values.push(v.role.clone().unwrap_or_else(|| "none".into()));
+    }
+    Identity {
+        subject: v.subject.clone(),
+        values: values.into(),
+        expires_at: Some(v.exp),
+        token_id,
     }
 }
 

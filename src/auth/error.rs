@@ -130,6 +130,14 @@ pub enum AuthError {
     /// The role from the token (or the user map) is not in `allowed_roles`.
     #[error("role {0} is not in [identity] allowed_roles")]
     RoleNotAllowed(String),
+    /// An in-band token from an issuer the service may not present.
+    #[error("issuer {issuer} is not in the allowed_issuers of service {service}")]
+    IssuerNotAllowed {
+        /// The token's issuer, escaped and shortened.
+        issuer: String,
+        /// The service, escaped.
+        service: String,
+    },
 }
 
 impl AuthError {
@@ -165,6 +173,7 @@ impl AuthError {
             AuthError::UnexpectedSid(_) => "unexpected_sid",
             AuthError::UserMismatch { .. } => "user_mismatch",
             AuthError::RoleNotAllowed(_) => "role_not_allowed",
+            AuthError::IssuerNotAllowed { .. } => "issuer_not_allowed",
         }
     }
 }

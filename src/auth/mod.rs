@@ -12,9 +12,12 @@ mod claims;
 mod config;
 mod error;
 mod identity;
+pub mod inband;
 mod jwks;
 mod keys;
 pub mod mint;
+pub mod scram;
+mod service;
 mod settings;
 mod token;
 
@@ -29,4 +32,5 @@ pub use authenticator::{token_id, Authenticator};
 pub use config::{AuthConfig, IssuerConfig, OnExpiry, Secret, UserPolicy};
 pub use error::{AuthConfigError, AuthError};
 pub use identity::Identity;
+pub use service::{Service, Services};
 pub use settings::{validate, IdentityConfig};

@@ -68,6 +68,7 @@ pub(super) async fn run(
         ok.database,
         key,
         ok.identity,
+        ok.login,
         ok.params,
         ok.server_params,
     );
@@ -199,6 +200,23 @@ impl Driver {
             Action::Close => {
                 self.cancel_slot.set(None);
                 self.upstream = None;
+            }
+            Action::Verify(token) => {
+                let verdict = match self.core.service() {
+                    Some(service) => self
+                        .database
+                        .auth()
+                        .verify_inband(&token, &service)
+                        .await
+                        .map_err(|e| {
+                            (e.sqlstate(), format!("rowgate: rowgate.token refused: {e}"))
+                        }),
+                    None => Err((
+                        "42501",
+                        crate::auth::inband::not_a_service_message().to_string(),
+                    )),
+                };
+                self.core.verified(&token, verdict);
             }
         }
     }

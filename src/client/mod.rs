@@ -7,6 +7,8 @@ mod core;
 mod driver;
 mod params;
 pub mod peers;
+mod service_login;
+pub use service_login::Login;
 pub mod startup;
 pub(crate) mod tls;
 
@@ -36,6 +38,8 @@ pub struct Shared {
     pub guard: crate::guard::Guard,
     /// Seals the identity, when sealed mode is on.
     pub sealer: Option<crate::guard::Sealer>,
+    /// `[[services]]`: service logins and their in-band identities.
+    pub services: crate::auth::Services,
 }
 
 /// Why rowgate could not start.
@@ -110,7 +114,10 @@ impl Shared {
         let databases = Databases::new(&config, sealer.is_some())
             .await
             .map_err(StartError::Config)?;
+        let services = crate::auth::Services::new(&config.services, &config.auth)
+            .map_err(|e| StartError::Config(e.to_string()))?;
         Ok(Shared {
+            services,
             guard,
             sealer,
             config,
@@ -148,6 +155,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         Some(http) => Some(crate::http::start(http, shared.clone(), stopped.clone()).await?),
         None => None,
     };
+    if let Some(dir) = &shared.config.listen.unix_socket_dir {
+        let unix = bind_unix(dir, addr.port())?;
+        tokio::spawn(serve_unix(unix, shared.clone(), stopped.clone()));
+    }
     let loop_shared = shared.clone();
     let task = tokio::spawn(async move {
         loop {
@@ -175,6 +186,54 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         task,
         shared,
     })
+}
+
+/// The path of the Unix socket for `port` in `dir`, as PostgreSQL names it.
+pub fn unix_socket_path(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    dir.join(format!(".s.PGSQL.{port}"))
+}
+
+fn bind_unix(dir: &std::path::Path, port: u16) -> Result<tokio::net::UnixListener, StartError> {
+    let path = unix_socket_path(dir, port);
+    let bind_err = |source| StartError::Bind {
+        addr: path.display().to_string(),
+        source,
+    };
+    // A socket file left by an earlier run would make bind fail; it is a
+    // socket (not a regular file someone cares about) or we leave it.
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(&path).map_err(bind_err)?;
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(&path).map_err(bind_err)?;
+    tracing::info!(path = %path.display(), "rowgate listening on a Unix socket");
+    Ok(listener)
+}
+
+async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    // The peer of a Unix socket is local: it counts as loopback for the
+    // plaintext-password rule.
+    let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((unix, _)) => {
+                    tokio::spawn(serve_stream(Stream::Unix(unix), peer, false, shared.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("accept on the Unix socket failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped.changed() => break,
+        }
+    }
 }
 
 async fn handle_client(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {

@@ -52,8 +52,10 @@ pub struct Authenticated {
     pub stream: Stream,
     /// Bytes the client already sent after its password (pipelined queries).
     pub pending: BytesMut,
-    /// Verified identity.
+    /// Verified identity (for a service: its `default_identity`, or none).
     pub identity: Identity,
+    /// A user's JWT login or a service's password login.
+    pub login: super::service_login::Login,
     /// The client's session parameters, from its startup packet.
     pub params: ClientParams,
     /// The upstream server's reported parameters (server_version, ...).
@@ -162,12 +164,12 @@ async fn authenticate(
     let dbname = params
         .iter()
         .find(|(k, _)| k == "database")
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.clone())
         .filter(|v| !v.is_empty())
-        .unwrap_or(&user);
+        .unwrap_or_else(|| user.clone());
     // Before the password, as PgBouncer: the database decides how the
     // password is checked.
-    let database = match shared.databases.resolve(dbname) {
+    let database = match shared.databases.resolve(&dbname) {
         Ok(db) => db,
         Err(e) => {
             tracing::info!(%peer, "startup refused: {e}");
@@ -199,6 +201,48 @@ async fn authenticate(
     if minor > 0 || !unrecognized.is_empty() {
         out.extend_from_slice(&backend::negotiate_protocol_version(0, &unrecognized));
     }
+    let auth = database.auth().clone();
+    let method = super::service_login::method_for(&user, &shared.services, &auth);
+    if let super::service_login::Method::Scram(service, verifier) = method {
+        use super::service_login::{scram, Login};
+        let done = scram(
+            &mut stream,
+            &mut buf,
+            &out,
+            &user,
+            service.as_ref(),
+            verifier,
+        )
+        .await;
+        return match (done, service) {
+            (Ok(()), Some(service)) => {
+                let identity = match &service.default_identity {
+                    Some(claims) => auth.identity_from_claims(claims),
+                    None => Ok(auth.no_identity()),
+                };
+                match identity {
+                    Ok(identity) => {
+                        tracing::info!(%peer, service = %service.name, "service logged in");
+                        let login = Login::Service(service);
+                        greet(
+                            stream, buf, shared, database, &dbname, params, identity, login,
+                        )
+                        .await
+                    }
+                    Err(e) => Err((
+                        Some(stream),
+                        refuse("28000", &format!("rowgate: default_identity: {e}")),
+                    )),
+                }
+            }
+            (Err(StartupEnd::Quiet), _) => Err((None, StartupEnd::Quiet)),
+            (Err(end), _) => Err((Some(stream), end)),
+            (Ok(()), None) => Err((
+                Some(stream),
+                refuse("28P01", &super::service_login::failed_message(&user)),
+            )),
+        };
+    }
     out.extend_from_slice(&backend::authentication_cleartext());
     if stream.write_all(&out).await.is_err() {
         return Err((None, StartupEnd::Quiet));
@@ -220,8 +264,17 @@ async fn authenticate(
         Ok(t) => String::from_utf8_lossy(t).into_owned(),
         Err(e) => return Err((Some(stream), e.into())),
     };
-    let identity = match database.auth().authenticate(token.trim(), &user).await {
+    let identity = match auth.authenticate(token.trim(), &user).await {
         Ok(id) => id,
+        Err(crate::auth::AuthError::Malformed(_)) if !shared.services.is_empty() => {
+            // Not a JWT at all: perhaps a service password sent for a name
+            // that is no service. Word it as a failed service login would
+            // be, so the two cannot be told apart.
+            return Err((
+                Some(stream),
+                refuse("28P01", &super::service_login::failed_message(&user)),
+            ));
+        }
         Err(e) => {
             tracing::info!(%peer, reason = e.reason(), "authentication refused: {e}");
             return Err((
@@ -233,6 +286,26 @@ async fn authenticate(
             ));
         }
     };
+    let login = super::service_login::Login::User;
+    greet(
+        stream, buf, shared, database, &dbname, params, identity, login,
+    )
+    .await
+}
+
+/// After a successful login: the upstream's parameters, AuthenticationOk and
+/// the ParameterStatus messages.
+#[allow(clippy::too_many_arguments)]
+async fn greet(
+    mut stream: Stream,
+    buf: BytesMut,
+    shared: &Arc<Shared>,
+    database: Arc<Database>,
+    dbname: &str,
+    params: Vec<(String, String)>,
+    identity: Identity,
+    login: super::service_login::Login,
+) -> Result<Authenticated, (Option<Stream>, StartupEnd)> {
     let server_params = match database.pool().server_params().await {
         Ok(p) => p,
         Err(e) => {
@@ -264,6 +337,7 @@ async fn authenticate(
         },
         pending: buf,
         identity,
+        login,
         params: client_params,
         server_params,
         database,

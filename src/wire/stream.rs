@@ -18,6 +18,9 @@ pub enum Stream {
     /// An in-process pipe: a client that reached rowgate another way
     /// (WebSocket, SQL over HTTP) and speaks the protocol through it.
     Duplex(tokio::io::DuplexStream),
+    /// A Unix-domain socket (`[listen] unix_socket_dir`): local, like
+    /// loopback, and never encrypted.
+    Unix(tokio::net::UnixStream),
 }
 
 /// The first read step of an empty buffer.
@@ -58,6 +61,7 @@ impl AsyncRead for Stream {
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Duplex(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -69,6 +73,7 @@ impl AsyncWrite for Stream {
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
             Stream::Duplex(s) => Pin::new(s).poll_write(cx, b),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, b),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -77,6 +82,7 @@ impl AsyncWrite for Stream {
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Duplex(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -85,6 +91,7 @@ impl AsyncWrite for Stream {
             Stream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::ClientTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Duplex(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

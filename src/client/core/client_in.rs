@@ -270,8 +270,15 @@ impl Core {
         self.drain_emits();
     }
 
-    /// Queues one batch message upstream.
-    fn forward(&mut self, frame: Frame) {
+    /// Queues one batch message upstream (after the in-band check of a
+    /// service login's identity statements, which never go upstream).
+    pub(super) fn forward(&mut self, frame: Frame) {
+        let frame = match self.inband_intercept(frame) {
+            super::inband::Intercept::NotMine(f) | super::inband::Intercept::Forward(f) => f,
+            super::inband::Intercept::Done | super::inband::Intercept::Parked => {
+                return self.drain_emits()
+            }
+        };
         match frame.tag() {
             b'P' => self.on_parse(&frame),
             b'B' => self.on_bind(frame),
@@ -310,6 +317,7 @@ impl Core {
         if let Link::Attached(a) = &mut self.link {
             if let Txn::Open { block: false, .. } = a.txn {
                 a.txn = Txn::Idle;
+                self.inband_transaction_over();
             }
         }
     }
@@ -713,11 +721,16 @@ fn expect_for(kind: Kind, client: &[u8], upstream: Option<&Arc<str>>) -> Expect 
 /// Fails an extended-protocol message with `error`: a Parse that fails on
 /// purpose goes in its place, so the server then skips to Sync and aborts
 /// a transaction block, as PostgreSQL does for any failed message.
-fn refuse_in_batch(a: &mut Attachment, out: &mut bytes::BytesMut, error: Bytes) {
+pub(super) fn refuse_in_batch(a: &mut Attachment, out: &mut bytes::BytesMut, error: Bytes) {
     put_parse(out, b"", REFUSED_SPEC);
     a.unnamed_here = false;
     a.queue
         .push(Expect::refused(Kind::Parse(ParseNote::default()), error));
+}
+
+/// Fails a simple Query with `error` (see [`Core::refuse_upstream`]).
+pub(super) fn refuse_query(core: &mut Core, error: Bytes) {
+    core.refuse_upstream(b'Q', error);
 }
 
 /// The ErrorResponse a client gets for a refused statement.

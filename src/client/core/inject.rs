@@ -126,6 +126,14 @@ impl Core {
         };
         let (txn, inject) = step(a.txn, effect, !a.queue.unsynced_pending());
         a.txn = txn;
+        if effect == TxnEffect::Ends {
+            // What follows in this batch is a new transaction, which must
+            // not inherit an in-band user.
+            self.inband_transaction_over();
+        }
+        let Link::Attached(a) = &mut self.link else {
+            return false;
+        };
         let out = &mut self.to_server;
         match inject {
             Inject::No => return false,

@@ -21,6 +21,7 @@
 
 mod client_in;
 mod expect;
+mod inband;
 mod inject;
 mod server_in;
 mod statements;
@@ -69,6 +70,9 @@ pub enum Action {
     Release(ConnState),
     /// Close the connection: rowgate cannot prove it clean.
     Close,
+    /// Verify this in-band token for the session's service and call
+    /// [`Core::verified`].
+    Verify(String),
 }
 
 /// Why a session ended.
@@ -189,6 +193,8 @@ enum Hold {
     /// The client is gone; rowgate rolls back what it left open, then
     /// returns the connection (or closes it).
     Cleanup,
+    /// An in-band token is being verified; this message waits for it.
+    Verify(Frame),
 }
 
 /// A lent connection and what is in flight on it.
@@ -242,6 +248,8 @@ pub struct Core {
     server_params: ServerParams,
     encoded: Encoded,
     statements: statements::Statements,
+    /// Service logins' in-band identity.
+    inband: inband::InbandSession,
     phase: Phase,
     link: Link,
     to_client: BytesMut,
@@ -259,14 +267,17 @@ impl Core {
         database: Arc<Database>,
         key: (i32, i32),
         identity: Identity,
+        login: crate::client::Login,
         params: ClientParams,
         server_params: ServerParams,
     ) -> Core {
+        let inband = inband::InbandSession::new(login, &identity);
         let mut core = Core {
             shared,
             database,
             key,
             identity,
+            inband,
             params,
             server_params,
             encoded: Encoded::default(),

@@ -287,6 +287,12 @@ impl Core {
         }
         a.status = status;
         let ending = std::mem::take(&mut a.ending);
+        if a.queue.is_empty() && status == b'I' && a.txn != Txn::Idle {
+            self.inband_transaction_over();
+        }
+        let Link::Attached(a) = &mut self.link else {
+            return;
+        };
         if a.queue.is_empty() {
             // Nothing else in flight: the server's word is exact.
             a.txn = match (status, a.txn) {

@@ -58,6 +58,7 @@ fn core(shared: &Arc<Shared>) -> Core {
         database,
         (7, 8),
         identity(),
+        crate::client::Login::User,
         ClientParams::default(),
         Arc::new(Vec::new()),
     );
@@ -453,6 +454,8 @@ fn drive(shared: &Arc<Shared>, steps: &[Step]) -> Vec<String> {
         while let Some(a) = c.next_action() {
             match a {
                 Action::Acquire => *acquiring = true,
+                // A user login: in-band tokens are refused, never verified.
+                Action::Verify(_) => violations.push("a user login asked to verify a token".into()),
                 Action::Release(state) => {
                     if !sim.replies.is_empty()
                         || sim.skipping
