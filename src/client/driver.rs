@@ -13,7 +13,7 @@ use crate::wire::{next_frame, peek_frame_len, MAX_MESSAGE_LEN};
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, sleep_until, Instant};
 
 /// How long rowgate waits for the server to answer its own statements (a
@@ -24,6 +24,11 @@ const OWN_WAIT: Duration = Duration::from_secs(10);
 /// Bytes of a client's input read ahead while the core holds it (enough to
 /// notice the client leaving, not enough to buffer a flood).
 const READ_AHEAD: usize = 64 * 1024;
+
+/// Bytes for the server beyond which the client's next messages wait
+/// (they stay in the client's socket): a pipeline is forwarded as fast as
+/// the server takes it, never buffered without bound.
+const MAX_PENDING_UPSTREAM: usize = 256 * 1024;
 
 /// Statements this long are checked by the guard on a blocking thread
 /// first (the cache then answers the core at once), so one client's huge
@@ -49,6 +54,7 @@ struct Driver {
 enum Event {
     Client(std::io::Result<usize>),
     Server(std::io::Result<usize>),
+    Wrote(std::io::Result<usize>),
     Idle,
     IdleInTransaction,
     OwnDeadline,
@@ -129,7 +135,7 @@ impl Driver {
 
     /// Hands the core every whole client message it will take now.
     async fn feed_client(&mut self) {
-        while self.core.wants_client() {
+        while self.core.wants_client() && self.core.to_server().len() < MAX_PENDING_UPSTREAM {
             match peek_frame_len(&self.crbuf, MAX_MESSAGE_LEN) {
                 Ok(Some(len)) if self.crbuf.len() >= len => {}
                 Ok(_) => break,
@@ -241,21 +247,12 @@ impl Driver {
 
     /// Writes what the core produced: upstream first, then to the client.
     async fn write_out(&mut self) {
-        if !self.core.to_server().is_empty() {
-            match &mut self.upstream {
-                Some(conn) => {
-                    let result = conn.stream.write_all(self.core.to_server()).await;
-                    self.core.to_server().clear();
-                    // Each write upstream is at most one round trip; benches
-                    // compare this with transactions to show injection adds
-                    // none.
-                    crate::metrics::incr("rowgate_upstream_writes_total", "");
-                    if let Err(e) = result {
-                        self.core.upstream_lost(e.to_string());
-                    }
-                }
-                None => self.core.to_server().clear(),
-            }
+        // Bytes for the server are written in `wait`, together with reading
+        // its replies: a pipelining client can have more in flight than the
+        // sockets hold, and the server stops reading while its replies are
+        // not read.
+        if self.upstream.is_none() {
+            self.core.to_server().clear();
         }
         if !self.core.to_client().is_empty() && self.core.ended().is_none() {
             let result = self.client.write_all(self.core.to_client()).await;
@@ -301,9 +298,36 @@ impl Driver {
             (false, _) => None,
         };
         let own_deadline = self.own_deadline;
+        let to_server = self.core.to_server();
+        let mut up = self.upstream.as_mut().map(|c| {
+            let c = &mut **c;
+            (tokio::io::split(&mut c.stream), &mut c.rbuf)
+        });
+        let (read_up, write_up) = match &mut up {
+            Some(((r, w), rbuf)) => (Some((r, &mut **rbuf)), Some(w)),
+            None => (None, None),
+        };
+        let reading = async {
+            match read_up {
+                Some((r, rbuf)) => {
+                    if rbuf.capacity() - rbuf.len() < 4096 {
+                        rbuf.reserve(16 * 1024);
+                    }
+                    r.read_buf(rbuf).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let writing = async {
+            match write_up {
+                Some(w) if !to_server.is_empty() => w.write(to_server).await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = self.client.read_more(&mut self.crbuf), if read_client => Event::Client(r),
-            r = read_upstream(&mut self.upstream) => Event::Server(r),
+            r = reading => Event::Server(r),
+            r = writing => Event::Wrote(r),
             _ = sleep(idle), if detached && !idle.is_zero() => Event::Idle,
             _ = sleep(in_txn), if idle_in_txn && !in_txn.is_zero() => Event::IdleInTransaction,
             _ = sleep_until(own_deadline.unwrap_or_else(Instant::now)), if own_deadline.is_some() => Event::OwnDeadline,
@@ -319,6 +343,17 @@ impl Driver {
                 .upstream_lost("server closed the connection".into()),
             Event::Server(Err(e)) => self.core.upstream_lost(e.to_string()),
             Event::Server(Ok(_)) => self.feed_server(),
+            Event::Wrote(Ok(n)) => {
+                use bytes::Buf;
+                self.core.to_server().advance(n);
+                if self.core.to_server().is_empty() {
+                    // Each flush upstream is at most one round trip; benches
+                    // compare this with transactions to show injection adds
+                    // none.
+                    crate::metrics::incr("rowgate_upstream_writes_total", "");
+                }
+            }
+            Event::Wrote(Err(e)) => self.core.upstream_lost(e.to_string()),
             Event::Idle => self.core.client_gone(End::IdleTimeout),
             Event::IdleInTransaction => self.core.client_gone(End::IdleInTransaction),
             Event::OwnDeadline if self.client_eof && !self.core.waiting_on_own() => {
@@ -350,16 +385,5 @@ impl Driver {
                 }
             }
         }
-    }
-}
-
-/// Reads from the upstream if attached; never completes otherwise.
-async fn read_upstream(up: &mut Option<PooledConn>) -> std::io::Result<usize> {
-    match up {
-        Some(conn) => {
-            let conn = &mut **conn;
-            conn.stream.read_more(&mut conn.rbuf).await
-        }
-        None => std::future::pending().await,
     }
 }

@@ -329,11 +329,9 @@ impl Core {
                     .extend_from_slice(&backend::parameter_status(&name, &value));
             }
         }
-        if !entry.swallow && !entry.trailed {
-            self.to_client.extend_from_slice(frame.as_bytes());
-        }
         self.drain_emits();
-        self.after_ready(ending);
+        let ready = (!entry.swallow && !entry.trailed).then(|| frame.into_bytes());
+        self.after_ready(ending, ready);
     }
 
     /// A Describe's RowDescription or NoData (`frame`, whole): records or

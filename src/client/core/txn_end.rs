@@ -55,6 +55,8 @@ pub(super) struct Capture {
     pub failed: bool,
     /// ReadyForQuery messages still owed.
     owed: usize,
+    /// The client's ReadyForQuery, sent once the capture is applied.
+    ready: Option<bytes::Bytes>,
 }
 
 /// Reads each named setting's value and whether a session-level SET that
@@ -73,11 +75,29 @@ impl Core {
     /// After a client's ReadyForQuery: if that ended the transaction with
     /// nothing else in flight, keeps what the client changed at session
     /// level (and resets the connection), then releases the connection.
-    pub(super) fn after_ready(&mut self, ending: Ending) {
+    ///
+    /// `ready`: the client's ReadyForQuery, held back until the settings
+    /// are read, so that the ParameterStatus messages they are owed come
+    /// before it, as PostgreSQL sends them.
+    pub(super) fn after_ready(&mut self, ending: Ending, ready: Option<bytes::Bytes>) {
         let Link::Attached(a) = &mut self.link else {
+            if let Some(r) = ready {
+                self.to_client.extend_from_slice(&r);
+            }
             return;
         };
-        if !a.queue.settled() || a.status != b'I' || !matches!(a.hold, Hold::None) {
+        let over = a.queue.settled()
+            && a.status == b'I'
+            && matches!(a.hold, Hold::None)
+            // Inside an extended batch (its own messages, then a simple
+            // Query, no Sync yet) the client's next message belongs here.
+            && self.phase != super::Phase::Batch;
+        if !over || !a.fx.any() {
+            if let Some(r) = &ready {
+                self.to_client.extend_from_slice(r);
+            }
+        }
+        if !over {
             return;
         }
         if !a.fx.any() {
@@ -121,6 +141,7 @@ impl Core {
             committed: ending.committed(),
             failed: false,
             owed,
+            ready,
         });
         if owed == 0 {
             self.capture_done();
@@ -153,11 +174,15 @@ impl Core {
         if c.owed > 0 && !a.queue.is_empty() {
             return;
         }
-        let Hold::Capture(c) = std::mem::replace(&mut a.hold, Hold::None) else {
+        let Hold::Capture(mut c) = std::mem::replace(&mut a.hold, Hold::None) else {
             return;
         };
         let fx = std::mem::take(&mut a.fx);
+        let ready = c.ready.take();
         if c.failed || c.values.len() != c.names.len() || a.status != b'I' {
+            if let Some(r) = ready {
+                self.to_client.extend_from_slice(&r);
+            }
             // Not provably clean: close it rather than lend it.
             tracing::warn!(
                 "could not read back or reset a connection after a session SET; closing it"
@@ -186,6 +211,9 @@ impl Core {
         for (name, value) in owed {
             self.to_client
                 .extend_from_slice(&crate::wire::backend::parameter_status(&name, &value));
+        }
+        if let Some(r) = ready {
+            self.to_client.extend_from_slice(&r);
         }
         self.encode_settings();
         let pinned = matches!(&self.link, Link::Attached(a) if a.pinned);
