@@ -329,9 +329,10 @@ impl Core {
                     .extend_from_slice(&backend::parameter_status(&name, &value));
             }
         }
-        self.drain_emits();
         let ready = (!entry.swallow && !entry.trailed).then(|| frame.into_bytes());
         self.after_ready(ending, ready);
+        // Replies rowgate made for the client's next batch come after.
+        self.drain_emits();
     }
 
     /// A Describe's RowDescription or NoData (`frame`, whole): records or
