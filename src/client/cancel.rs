@@ -38,11 +38,14 @@ impl CancelSlot {
     }
 }
 
-/// Maps rowgate-issued keys to the slot of the client holding them (and
-/// its database, whose server the cancel goes to).
+/// A registered client: its slot and its database, whose server the
+/// cancel goes to.
+type Entry = (Arc<CancelSlot>, Arc<Database>);
+
+/// Maps rowgate-issued keys to the client holding them.
 #[derive(Default)]
 pub struct CancelRegistry {
-    map: Mutex<HashMap<(i32, i32), (Arc<CancelSlot>, Arc<Database>)>>,
+    map: Mutex<HashMap<(i32, i32), Entry>>,
     peers: Peers,
 }
 
