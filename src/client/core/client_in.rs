@@ -35,6 +35,10 @@ fn touches_prepared_statements(sql: &[u8]) -> bool {
         .any(|w| WORDS.iter().any(|word| w.eq_ignore_ascii_case(word)))
 }
 
+/// PostgreSQL's own words for a message with a body where none belongs
+/// (pq_getmsgend).
+const INVALID_FORMAT: &str = "invalid message format";
+
 /// Prefix of the upstream name a Bind or Describe of a statement the client
 /// never prepared is sent with.
 const UNKNOWN_PREFIX: &str = "rowgate_unknown:";
@@ -150,12 +154,7 @@ impl Core {
             // Discarded unread, like everything up to the next Sync.
             return;
         }
-        let error = backend::error_response(
-            Severity::Error,
-            "08P01",
-            // PostgreSQL's own words (pq_getmsgend).
-            "invalid message format",
-        );
+        let error = backend::error_response(Severity::Error, "08P01", INVALID_FORMAT);
         match (&mut self.link, self.phase) {
             (Link::Attached(a), Phase::Skip { forward_sync: true }) => {
                 // The Sync ends the server's skipping, then fails: its
@@ -178,18 +177,8 @@ impl Core {
                     self.phase = Phase::Batch;
                 }
             }
-            _ => {
-                self.to_client.extend_from_slice(&error);
-                if tag == b'S' {
-                    self.to_client
-                        .extend_from_slice(&backend::ready_for_query(b'I'));
-                    self.phase = Phase::Ready;
-                } else {
-                    self.phase = Phase::Skip {
-                        forward_sync: false,
-                    };
-                }
-            }
+            // No connection to stand in on: rowgate answers itself.
+            _ => self.refuse_batch(tag, "08P01", INVALID_FORMAT),
         }
         self.drain_emits();
     }
