@@ -244,7 +244,7 @@ impl Core {
     /// Refuses a message on the attached connection: a statement that fails
     /// on purpose goes in its place, so the server aborts and skips to Sync
     /// as for any failed statement, and the client sees `error`.
-    fn refuse_upstream(&mut self, tag: u8, error: Bytes) {
+    pub(super) fn refuse_upstream(&mut self, tag: u8, error: Bytes) {
         let Link::Attached(a) = &mut self.link else {
             return;
         };
@@ -715,11 +715,6 @@ pub(super) fn refuse_in_batch(a: &mut Attachment, out: &mut bytes::BytesMut, err
     a.unnamed_here = false;
     a.queue
         .push(Expect::refused(Kind::Parse(ParseNote::default()), error));
-}
-
-/// Fails a simple Query with `error` (see [`Core::refuse_upstream`]).
-pub(super) fn refuse_query(core: &mut Core, error: Bytes) {
-    core.refuse_upstream(b'Q', error);
 }
 
 /// The ErrorResponse a client gets for a refused statement.

@@ -11,7 +11,7 @@
 //! asks the driver ([`super::Action::Verify`]), holds the message, and
 //! takes it up again with the answer ([`Core::verified`]).
 
-use super::client_in::{refuse_in_batch, refuse_query};
+use super::client_in::refuse_in_batch;
 use super::expect::{Expect, Kind};
 use super::{Action, Core, Hold, IdentityState, Link, Txn};
 use crate::auth::inband::{self, reply, Inband, Portal, Switch, TokenAt, Tracker};
@@ -387,6 +387,6 @@ impl Core {
     }
 
     fn refuse_simple(&mut self, error: bytes::Bytes) {
-        refuse_query(self, error);
+        self.refuse_upstream(b'Q', error);
     }
 }
