@@ -34,6 +34,9 @@ pub struct Config {
     /// Session state that cannot follow a client between pooled connections.
     #[serde(default)]
     pub session_state: SessionStateConfig,
+    /// The admin console (`psql dbname=rowgate user=admin`).
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// What to do with a statement that creates session state.
@@ -110,6 +113,33 @@ pub struct ListenConfig {
     /// idle in a transaction holds a pooled connection away from everyone.
     #[serde(default, with = "duration")]
     pub idle_in_transaction_timeout: Duration,
+    /// Most client connections open at once; more are refused with
+    /// `53300 too many connections`.
+    #[serde(default = "default_max_client_connections")]
+    pub max_client_connections: usize,
+    /// How long the startup phase (TLS, startup packet, password and its
+    /// verification) may take before the connection is closed.
+    #[serde(default = "default_login_timeout", with = "duration")]
+    pub login_timeout: Duration,
+    /// Largest message a client may send after authentication (bytes).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Most connections one user (`sub`) may hold at once (`0` = no cap).
+    #[serde(default)]
+    pub max_connections_per_user: usize,
+    /// Transactions one user (`sub`) may start per second, as a token
+    /// bucket with a burst of the same size (`0` = no limit).
+    #[serde(default)]
+    pub max_transactions_per_second_per_user: u32,
+    /// After SIGTERM, how long rowgate keeps accepting clients (while
+    /// `/readyz` already says unready) before it stops: Kubernetes keeps
+    /// routing to a terminating pod for a few seconds.
+    #[serde(default, with = "duration")]
+    pub shutdown_accept_delay: Duration,
+    /// After SIGTERM, how long running transactions may take to finish
+    /// before the clients still connected are closed.
+    #[serde(default = "default_shutdown_timeout", with = "duration")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ListenConfig {
@@ -121,8 +151,28 @@ impl Default for ListenConfig {
             allow_plaintext_password: false,
             client_idle_timeout: Duration::ZERO,
             idle_in_transaction_timeout: Duration::ZERO,
+            max_client_connections: default_max_client_connections(),
+            login_timeout: default_login_timeout(),
+            max_message_size: default_max_message_size(),
+            max_connections_per_user: 0,
+            max_transactions_per_second_per_user: 0,
+            shutdown_accept_delay: Duration::ZERO,
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
+}
+
+fn default_max_client_connections() -> usize {
+    10_000
+}
+fn default_login_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_message_size() -> usize {
+    64 << 20
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_listen_addr() -> String {
@@ -272,6 +322,14 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(format!("[guard] {e}")))?;
         crate::guard::Sealer::new(&self.seal)
             .map_err(|e| ConfigError::Invalid(format!("[seal] {e}")))?;
+        self.admin
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[admin] {e}")))?;
+        if self.listen.max_client_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "[listen] max_client_connections must be at least 1".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -285,6 +343,7 @@ const SECTIONS: &[&str] = &[
     "guard",
     "seal",
     "session_state",
+    "admin",
 ];
 
 fn apply_env_override(doc: &mut toml::Table, name: &str, value: &str) {

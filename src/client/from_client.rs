@@ -10,7 +10,9 @@ use crate::guard::{
 };
 use crate::wire::backend;
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
-use crate::wire::{next_frame, peek_frame_len, Frame, MAX_MESSAGE_LEN};
+// HOOK(ops): the message size limit is [listen] max_message_size, read
+// through shared.ops (was MAX_MESSAGE_LEN) in the two calls below.
+use crate::wire::{next_frame, peek_frame_len, Frame};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ impl Session {
     /// while replies to the previous one are still outstanding).
     pub(super) async fn process_client_input(&mut self) -> Result<bool, End> {
         loop {
-            let Some(len) = peek_frame_len(&self.crbuf, MAX_MESSAGE_LEN)? else {
+            let Some(len) = peek_frame_len(&self.crbuf, self.shared.ops.max_message_size())? else {
                 return Ok(false);
             };
             if self.crbuf.len() < len {
@@ -51,7 +53,7 @@ impl Session {
                     }
                 }
             }
-            let Some(frame) = next_frame(&mut self.crbuf, MAX_MESSAGE_LEN)? else {
+            let Some(frame) = next_frame(&mut self.crbuf, self.shared.ops.max_message_size())? else {
                 return Ok(false);
             };
             self.on_client_frame(frame).await?;

@@ -201,6 +201,8 @@ enum Event {
     Server(std::io::Result<usize>),
     Idle,
     IdleInTransaction,
+    // HOOK(ops): an admin KILL, or a shutdown drain between transactions.
+    Stop(&'static str),
 }
 
 impl Session {
@@ -325,7 +327,14 @@ impl Session {
                 Upstream::Attached(a) => a.expect.is_empty() && a.status != b'I',
                 Upstream::Detached => false,
             };
+            // HOOK(ops): between transactions = nothing in flight and the
+            // server idle (or no connection); a drain waits for that.
+            let between = match &self.upstream {
+                Upstream::Attached(a) => a.expect.is_empty() && a.status == b'I',
+                Upstream::Detached => true,
+            };
             let event = tokio::select! {
+                m = crate::admin::hook::stop_requested(between) => Event::Stop(m),
                 r = self.client.read_more(&mut self.crbuf), if !hold => Event::Client(r),
                 r = read_upstream(&mut self.upstream) => Event::Server(r),
                 _ = tokio::time::sleep(idle_timeout), if detached && !idle_timeout.is_zero() => Event::Idle,
@@ -348,6 +357,11 @@ impl Session {
                 }
                 Event::Idle => return End::IdleTimeout,
                 Event::IdleInTransaction => return End::IdleInTransaction,
+                // HOOK(ops): FATAL 57P01 with the reason, then close.
+                Event::Stop(message) => {
+                    self.fatal("57P01", message).await;
+                    return End::ClientGone;
+                }
             }
         }
     }
@@ -397,12 +411,13 @@ impl Session {
 
     /// Borrows a pooled connection for a new transaction.
     pub async fn attach(&mut self) -> Result<(), (&'static str, String)> {
-        let conn = self
-            .shared
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| (e.sqlstate(), format!("rowgate: {e}")))?;
+        // HOOK(ops): refuses during shutdown and over the user's rate;
+        // marks the client waiting.
+        crate::admin::hook::before_acquire()?;
+        let conn = self.shared.pool.acquire().await;
+        // HOOK(ops): in a transaction on this backend (or idle again).
+        crate::admin::hook::acquired(conn.as_ref().ok().map(|c| c.pid));
+        let conn = conn.map_err(|e| (e.sqlstate(), format!("rowgate: {e}")))?;
         self.cancel_slot.set(Some((conn.pid, conn.secret)));
         self.upstream = Upstream::Attached(Box::new(Attachment {
             conn,
@@ -466,6 +481,8 @@ impl Session {
                     tracing::warn!(error = %e, "could not reset a connection after session SET; closing it");
                     self.cancel_slot.set(None);
                     self.upstream = Upstream::Detached;
+                    // HOOK(ops): the transaction is over (connection closed).
+                    crate::admin::hook::released();
                     return Ok(());
                 }
             }
@@ -481,6 +498,8 @@ impl Session {
         if let Upstream::Attached(a) = std::mem::replace(&mut self.upstream, Upstream::Detached) {
             self.cancel_slot.set(None);
             a.conn.release();
+            // HOOK(ops): the transaction is over; records its duration.
+            crate::admin::hook::released();
         }
     }
 

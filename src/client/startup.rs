@@ -20,6 +20,12 @@ use tokio::io::AsyncWriteExt;
 pub enum StartupEnd {
     /// The client went away or sent a CancelRequest (handled); nothing to say.
     Quiet,
+    /// The client asked for the admin console (database `rowgate`, user
+    /// `admin`); it takes over the stream and what was read of it.
+    AdminConsole {
+        /// Bytes the client sent after its startup packet.
+        pending: BytesMut,
+    },
     /// Refuse with a FATAL error and close.
     Refuse {
         /// SQLSTATE.
@@ -149,6 +155,15 @@ async fn authenticate(
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    let database = params
+        .iter()
+        .find(|(k, _)| k == "database")
+        .map_or(user.as_str(), |(_, v)| v.as_str());
+    crate::admin::hook::startup_database(database);
+    if database == crate::admin::ADMIN_DATABASE && user == crate::admin::ADMIN_USER {
+        // SCRAM, not a bearer token: no TLS needed for the password.
+        return Err((Some(stream), StartupEnd::AdminConsole { pending: buf }));
+    }
     if !password_allowed(
         stream.is_tls(),
         peer.ip(),

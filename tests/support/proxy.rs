@@ -46,6 +46,11 @@ impl RunningProxy {
         Ok(client)
     }
 
+    /// The server itself (shutdown, reload, metrics address).
+    pub fn server(&self) -> &rowgate::Server {
+        &self.server
+    }
+
     /// Upstream connections idle in the pool.
     pub fn idle_upstream(&self) -> usize {
         self.server.idle_upstream_connections()
