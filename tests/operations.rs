@@ -64,7 +64,10 @@ async fn every_console_command_answers_tokio_postgres() {
     assert!(stats[0]["total_xact_count"].parse::<u64>().unwrap() >= 1);
 
     let config = rows(&c, "SHOW CONFIG").await;
-    let pool_size = config.iter().find(|r| r["key"] == "upstream.pool_size").unwrap();
+    let pool_size = config
+        .iter()
+        .find(|r| r["key"] == "upstream.pool_size")
+        .unwrap();
     assert_eq!(pool_size["value"], "2");
     assert_eq!(pool_size["reloadable"], "yes");
 
@@ -96,7 +99,9 @@ async fn every_console_command_answers_tokio_postgres() {
         .expect("and succeeds");
 
     // KILL: the client gets 57P01 and its connection closes.
-    let bob = connect_watched(proxy.port(), &token("user_bob")).await.unwrap();
+    let bob = connect_watched(proxy.port(), &token("user_bob"))
+        .await
+        .unwrap();
     bob.client.simple_query("SELECT 1").await.unwrap();
     let id = rows(&c, "SHOW CLIENTS")
         .await
@@ -112,7 +117,9 @@ async fn every_console_command_answers_tokio_postgres() {
         .expect("a FATAL error");
     assert_eq!(code_, "57P01");
     assert!(message.contains("administrator"), "{message}");
-    app.simple_query("SELECT 1").await.expect("others are untouched");
+    app.simple_query("SELECT 1")
+        .await
+        .expect("others are untouched");
 
     // Mistakes are errors, not a dead console.
     let e = c.simple_query("KILL 999999").await.unwrap_err();
@@ -228,7 +235,11 @@ async fn reload_changes_pool_size_and_keys_under_load_without_client_errors() {
     let c = console(proxy.port(), ADMIN_PASSWORD).await.unwrap();
     c.simple_query("RELOAD").await.expect("reload accepted");
     assert_eq!(rows(&c, "SHOW POOLS").await[0]["pool_size"], "3");
-    let kids: Vec<String> = rows(&c, "SHOW KEYS").await.into_iter().map(|r| r["kid"].clone()).collect();
+    let kids: Vec<String> = rows(&c, "SHOW KEYS")
+        .await
+        .into_iter()
+        .map(|r| r["kid"].clone())
+        .collect();
     assert!(kids.contains(&"rowgate-test-2".to_string()), "{kids:?}");
 
     let fresh = proxy
@@ -236,7 +247,10 @@ async fn reload_changes_pool_size_and_keys_under_load_without_client_errors() {
         .await
         .expect("a token of the new key logs in");
     fresh.simple_query("SELECT 1").await.unwrap();
-    proxy.connect(&token("user_old")).await.expect("the old key still works");
+    proxy
+        .connect(&token("user_old"))
+        .await
+        .expect("the old key still works");
 
     // A broken config keeps the one in force and says why.
     std::fs::write(&path, after.replace("pool_size = 3", "pool_size = 0")).unwrap();
@@ -268,23 +282,32 @@ async fn graceful_shutdown_lets_an_open_transaction_commit_then_sends_57p01() {
     let proxy = rowgate(&config(&db, 2, "shutdown_accept_delay = \"500ms\"", "")).await;
     let maddr = proxy.server().metrics_addr().unwrap();
     assert_eq!(http_get(maddr, "/readyz").await.0, 200);
-    let writer = connect_watched(proxy.port(), &token("user_w")).await.unwrap();
+    let writer = connect_watched(proxy.port(), &token("user_w"))
+        .await
+        .unwrap();
     writer
         .client
         .batch_execute("BEGIN; INSERT INTO user_messages (message) VALUES ('drained')")
         .await
         .unwrap();
-    let idle = connect_watched(proxy.port(), &token("user_i")).await.unwrap();
+    let idle = connect_watched(proxy.port(), &token("user_i"))
+        .await
+        .unwrap();
     idle.client.simple_query("SELECT 1").await.unwrap();
 
-    let shutdown = proxy.server().spawn_shutdown(rowgate::admin::ShutdownMode::Graceful);
+    let shutdown = proxy
+        .server()
+        .spawn_shutdown(rowgate::admin::ShutdownMode::Graceful);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, body) = http_get(maddr, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("shutting down"), "{body}");
     assert_eq!(http_get(maddr, "/healthz").await.0, 200);
     // Still accepting during shutdown_accept_delay (Kubernetes still routes).
-    let late = proxy.connect(&token("user_late")).await.expect("accepted during the delay");
+    let late = proxy
+        .connect(&token("user_late"))
+        .await
+        .expect("accepted during the delay");
     drop(late);
 
     // After the delay: the idle client is told and closed ...
@@ -370,7 +393,9 @@ async fn limits_refuse_with_clear_errors_and_count_refusals() {
         }
     }
     assert!(refused >= 4, "refused {refused} of 10");
-    _b.simple_query("SELECT 1").await.expect("another user has their own budget");
+    _b.simple_query("SELECT 1")
+        .await
+        .expect("another user has their own budget");
 
     // A message over max_message_size ends the connection with 08P01.
     let huge = format!("SELECT '{}'", "y".repeat(200_000));
@@ -409,26 +434,32 @@ async fn metrics_parse_as_prometheus_text_with_latency_histograms() {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("valid Prometheus text");
     let find = |name: &str, label: Option<(&str, &str)>| {
-        scrape.samples.iter().find(|s| {
-            s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))
-        })
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
     };
-    let histogram_count = |name: &str, label: Option<(&str, &str)>| match find(name, label)
-        .map(|s| &s.value)
-    {
-        Some(prometheus_parse::Value::Histogram(buckets)) => {
-            buckets.iter().map(|b| b.count).fold(0.0, f64::max)
-        }
-        other => panic!("{name}: {other:?}\n{text}"),
-    };
+    let histogram_count =
+        |name: &str, label: Option<(&str, &str)>| match find(name, label).map(|s| &s.value) {
+            Some(prometheus_parse::Value::Histogram(buckets)) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            other => panic!("{name}: {other:?}\n{text}"),
+        };
     assert!(histogram_count("rowgate_pool_acquire_seconds", Some(("kind", "ok"))) >= 3.0);
     assert!(histogram_count("rowgate_upstream_connect_seconds", Some(("kind", "ok"))) >= 1.0);
     assert!(histogram_count("rowgate_jwt_verify_seconds", Some(("kind", "miss"))) >= 1.0);
     assert!(histogram_count("rowgate_jwt_verify_seconds", Some(("kind", "hit"))) >= 1.0);
     assert!(histogram_count("rowgate_transaction_duration_seconds", None) >= 3.0);
-    assert!(find("rowgate_clients", Some(("state", "idle"))).is_some(), "{text}");
+    assert!(
+        find("rowgate_clients", Some(("state", "idle"))).is_some(),
+        "{text}"
+    );
     assert!(find("rowgate_pool_size", None).is_some(), "{text}");
-    assert!(find("rowgate_auth_failures_total", Some(("reason", "malformed"))).is_some(), "{text}");
+    assert!(
+        find("rowgate_auth_failures_total", Some(("reason", "malformed"))).is_some(),
+        "{text}"
+    );
     assert!(find("rowgate_transactions_total", None).is_some(), "{text}");
     assert_eq!(http_get(maddr, "/healthz").await, (200, "ok\n".into()));
     assert_eq!(http_get(maddr, "/readyz").await, (200, "ready\n".into()));

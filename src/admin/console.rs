@@ -70,7 +70,12 @@ impl Reply {
 
     fn notice(&mut self, message: &str) {
         put_frame(&mut self.out, b'N', |b| {
-            for (k, v) in [(b'S', "NOTICE"), (b'V', "NOTICE"), (b'C', "00000"), (b'M', message)] {
+            for (k, v) in [
+                (b'S', "NOTICE"),
+                (b'V', "NOTICE"),
+                (b'C', "00000"),
+                (b'M', message),
+            ] {
                 b.put_u8(k);
                 put_cstr(b, v.as_bytes());
             }
@@ -86,10 +91,20 @@ impl Reply {
 
 /// Serves one console client: `pending` holds what it sent after its
 /// startup packet.
-pub async fn serve(mut stream: Stream, mut pending: BytesMut, peer: SocketAddr, shared: Arc<Shared>) {
+pub async fn serve(
+    mut stream: Stream,
+    mut pending: BytesMut,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
     let Some(password) = shared.ops.admin_password() else {
         crate::metrics::incr("rowgate_admin_logins_total", "disabled");
-        fatal(&mut stream, "28000", "the rowgate admin console is off; set [admin] password or password_file").await;
+        fatal(
+            &mut stream,
+            "28000",
+            "the rowgate admin console is off; set [admin] password or password_file",
+        )
+        .await;
         return;
     };
     match tokio::time::timeout(LOGIN_TIMEOUT, login(&mut stream, &mut pending, &password)).await {
@@ -199,7 +214,10 @@ async fn login(
     let bad = |_| ("08P01", "malformed SASLInitialResponse".to_string());
     let mechanism = r.cstr().map_err(bad)?;
     if mechanism != b"SCRAM-SHA-256" {
-        return Err(("28000", "the admin console offers SCRAM-SHA-256 only".into()));
+        return Err((
+            "28000",
+            "the admin console offers SCRAM-SHA-256 only".into(),
+        ));
     }
     let len = r.i32().map_err(bad)?;
     let data = r.bytes(len.max(0) as usize).map_err(bad)?;
@@ -277,7 +295,11 @@ async fn run(sql: &str, shared: &Arc<Shared>, reply: &mut Reply) {
             tracing::info!("pool resumed");
             reply.complete("RESUME");
         }
-        ["KILL", id] => match id.parse::<u64>().ok().and_then(|id| shared.ops.clients().get(id)) {
+        ["KILL", id] => match id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| shared.ops.clients().get(id))
+        {
             Some(entry) => {
                 tracing::info!(client = entry.id, "client killed from the admin console");
                 entry.request_stop(StopRequest::Kill);
@@ -329,7 +351,10 @@ fn secs(d: Duration) -> String {
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.
 fn timestamp(t: SystemTime) -> String {
-    let s = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let s = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = ((s / 86_400) as i64, s % 86_400);
     // Civil from days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -366,8 +391,16 @@ fn show_pools(shared: &Shared, reply: &mut Reply) {
     ];
     reply.table(
         &[
-            "database", "user", "cl_active", "cl_waiting", "cl_idle", "cl_authenticating",
-            "sv_active", "sv_idle", "pool_size", "paused",
+            "database",
+            "user",
+            "cl_active",
+            "cl_waiting",
+            "cl_idle",
+            "cl_authenticating",
+            "sv_active",
+            "sv_idle",
+            "pool_size",
+            "paused",
         ],
         &[row],
         "SHOW",
@@ -393,14 +426,27 @@ fn show_clients(shared: &Shared, reply: &mut Reply) {
                 secs(e.connected_for()),
                 secs(e.in_state_for()),
                 e.transactions().to_string(),
-                if pid == 0 { String::new() } else { pid.to_string() },
+                if pid == 0 {
+                    String::new()
+                } else {
+                    pid.to_string()
+                },
             ]
         })
         .collect();
     reply.table(
         &[
-            "id", "database", "sub", "addr", "port", "state", "connect_time", "connected_secs",
-            "state_secs", "transactions", "server_pid",
+            "id",
+            "database",
+            "sub",
+            "addr",
+            "port",
+            "state",
+            "connect_time",
+            "connected_secs",
+            "state_secs",
+            "transactions",
+            "server_pid",
         ],
         &rows,
         "SHOW",
@@ -468,9 +514,16 @@ fn show_stats(shared: &Shared, reply: &mut Reply) {
     ];
     reply.table(
         &[
-            "database", "total_xact_count", "total_xact_time", "avg_xact_time",
-            "total_wait_count", "total_wait_time", "avg_wait_time", "acquire_timeouts",
-            "server_connects", "server_connect_failures",
+            "database",
+            "total_xact_count",
+            "total_xact_time",
+            "avg_xact_time",
+            "total_wait_count",
+            "total_wait_time",
+            "avg_wait_time",
+            "acquire_timeouts",
+            "server_connects",
+            "server_connect_failures",
         ],
         &[row],
         "SHOW",
@@ -484,29 +537,129 @@ fn show_config(shared: &Shared, reply: &mut Reply) {
     let no = "no";
     let rows: Vec<[String; 3]> = vec![
         ["listen.addr".into(), c.listen.addr.clone(), no.into()],
-        ["listen.tls".into(), c.listen.tls_cert_file.is_some().to_string(), no.into()],
-        ["listen.max_client_connections".into(), c.listen.max_client_connections.to_string(), yes.into()],
-        ["listen.max_connections_per_user".into(), c.listen.max_connections_per_user.to_string(), yes.into()],
-        ["listen.max_transactions_per_second_per_user".into(), c.listen.max_transactions_per_second_per_user.to_string(), yes.into()],
-        ["listen.login_timeout".into(), d(c.listen.login_timeout), yes.into()],
-        ["listen.max_message_size".into(), c.listen.max_message_size.to_string(), yes.into()],
-        ["listen.shutdown_accept_delay".into(), d(c.listen.shutdown_accept_delay), yes.into()],
-        ["listen.shutdown_timeout".into(), d(c.listen.shutdown_timeout), yes.into()],
-        ["listen.client_idle_timeout".into(), d(c.listen.client_idle_timeout), no.into()],
-        ["listen.idle_in_transaction_timeout".into(), d(c.listen.idle_in_transaction_timeout), no.into()],
-        ["upstream.server".into(), shared.pool.target().display_addr(), no.into()],
-        ["upstream.pool_size".into(), c.upstream.pool_size.to_string(), yes.into()],
-        ["upstream.min_idle".into(), c.upstream.min_idle.to_string(), yes.into()],
-        ["upstream.acquire_timeout".into(), d(c.upstream.acquire_timeout), yes.into()],
-        ["upstream.connect_timeout".into(), d(c.upstream.connect_timeout), yes.into()],
-        ["upstream.idle_timeout".into(), d(c.upstream.idle_timeout), yes.into()],
-        ["upstream.max_lifetime".into(), d(c.upstream.max_lifetime), yes.into()],
-        ["auth.issuers".into(), shared.auth.keys().iter().map(|k| k.issuer.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "), yes.into()],
-        ["guard.profile".into(), format!("{:?}", shared.guard.profile()).to_lowercase(), yes.into()],
-        ["guard.max_statement_size".into(), c.guard.max_statement_size.to_string(), yes.into()],
-        ["metrics.addr".into(), c.metrics.addr.clone().unwrap_or_default(), no.into()],
-        ["admin.pause_timeout".into(), d(c.admin.pause_timeout()), yes.into()],
-        ["phase".into(), shared.ops.lifecycle().phase().name().into(), no.into()],
+        [
+            "listen.tls".into(),
+            c.listen.tls_cert_file.is_some().to_string(),
+            no.into(),
+        ],
+        [
+            "listen.max_client_connections".into(),
+            c.listen.max_client_connections.to_string(),
+            yes.into(),
+        ],
+        [
+            "listen.max_connections_per_user".into(),
+            c.listen.max_connections_per_user.to_string(),
+            yes.into(),
+        ],
+        [
+            "listen.max_transactions_per_second_per_user".into(),
+            c.listen.max_transactions_per_second_per_user.to_string(),
+            yes.into(),
+        ],
+        [
+            "listen.login_timeout".into(),
+            d(c.listen.login_timeout),
+            yes.into(),
+        ],
+        [
+            "listen.max_message_size".into(),
+            c.listen.max_message_size.to_string(),
+            yes.into(),
+        ],
+        [
+            "listen.shutdown_accept_delay".into(),
+            d(c.listen.shutdown_accept_delay),
+            yes.into(),
+        ],
+        [
+            "listen.shutdown_timeout".into(),
+            d(c.listen.shutdown_timeout),
+            yes.into(),
+        ],
+        [
+            "listen.client_idle_timeout".into(),
+            d(c.listen.client_idle_timeout),
+            no.into(),
+        ],
+        [
+            "listen.idle_in_transaction_timeout".into(),
+            d(c.listen.idle_in_transaction_timeout),
+            no.into(),
+        ],
+        [
+            "upstream.server".into(),
+            shared.pool.target().display_addr(),
+            no.into(),
+        ],
+        [
+            "upstream.pool_size".into(),
+            c.upstream.pool_size.to_string(),
+            yes.into(),
+        ],
+        [
+            "upstream.min_idle".into(),
+            c.upstream.min_idle.to_string(),
+            yes.into(),
+        ],
+        [
+            "upstream.acquire_timeout".into(),
+            d(c.upstream.acquire_timeout),
+            yes.into(),
+        ],
+        [
+            "upstream.connect_timeout".into(),
+            d(c.upstream.connect_timeout),
+            yes.into(),
+        ],
+        [
+            "upstream.idle_timeout".into(),
+            d(c.upstream.idle_timeout),
+            yes.into(),
+        ],
+        [
+            "upstream.max_lifetime".into(),
+            d(c.upstream.max_lifetime),
+            yes.into(),
+        ],
+        [
+            "auth.issuers".into(),
+            shared
+                .auth
+                .keys()
+                .iter()
+                .map(|k| k.issuer.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", "),
+            yes.into(),
+        ],
+        [
+            "guard.profile".into(),
+            format!("{:?}", shared.guard.profile()).to_lowercase(),
+            yes.into(),
+        ],
+        [
+            "guard.max_statement_size".into(),
+            c.guard.max_statement_size.to_string(),
+            yes.into(),
+        ],
+        [
+            "metrics.addr".into(),
+            c.metrics.addr.clone().unwrap_or_default(),
+            no.into(),
+        ],
+        [
+            "admin.pause_timeout".into(),
+            d(c.admin.pause_timeout()),
+            yes.into(),
+        ],
+        [
+            "phase".into(),
+            shared.ops.lifecycle().phase().name().into(),
+            no.into(),
+        ],
     ];
     let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
     reply.table(&["key", "value", "reloadable"], &rows, "SHOW");
@@ -527,7 +680,11 @@ fn show_keys(shared: &Shared, reply: &mut Reply) {
             ]
         })
         .collect();
-    reply.table(&["issuer", "source", "kid", "kind", "fetched_at"], &rows, "SHOW");
+    reply.table(
+        &["issuer", "source", "kid", "kind", "fetched_at"],
+        &rows,
+        "SHOW",
+    );
 }
 
 #[cfg(test)]

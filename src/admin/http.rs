@@ -46,10 +46,20 @@ pub(crate) fn update_gauges(shared: &Shared) {
     use crate::metrics::set_labeled as set;
     let counts = shared.ops.clients().counts();
     for s in ClientState::ALL {
-        set("rowgate_clients", "state", s.name(), counts[s as usize] as i64);
+        set(
+            "rowgate_clients",
+            "state",
+            s.name(),
+            counts[s as usize] as i64,
+        );
     }
     let lent = shared.pool.lent() as i64;
-    set("rowgate_upstream_connections_by_state", "state", "active", lent);
+    set(
+        "rowgate_upstream_connections_by_state",
+        "state",
+        "active",
+        lent,
+    );
     set(
         "rowgate_upstream_connections_by_state",
         "state",
@@ -57,7 +67,12 @@ pub(crate) fn update_gauges(shared: &Shared) {
         shared.pool.idle_count() as i64,
     );
     set("rowgate_pool_size", "", "", shared.pool.size() as i64);
-    set("rowgate_pool_paused", "", "", shared.pool.is_paused() as i64);
+    set(
+        "rowgate_pool_paused",
+        "",
+        "",
+        shared.pool.is_paused() as i64,
+    );
     set("rowgate_ready", "", "", not_ready(shared).is_none() as i64);
 }
 
@@ -96,6 +111,9 @@ async fn readyz(State(shared): State<Weak<Shared>>) -> impl IntoResponse {
     };
     match not_ready(&s) {
         None => (StatusCode::OK, "ready\n".to_string()),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }

@@ -72,7 +72,8 @@ mod tests {
             r.allow_at("a", 3, t0).unwrap();
         }
         assert!(r.allow_at("a", 3, t0).is_err(), "burst spent");
-        r.allow_at("b", 3, t0).expect("another user has their own bucket");
+        r.allow_at("b", 3, t0)
+            .expect("another user has their own bucket");
         let later = t0 + Duration::from_millis(340);
         r.allow_at("a", 3, later).expect("one token refilled");
         assert!(r.allow_at("a", 3, later).is_err());

@@ -214,7 +214,9 @@ pub enum LimitError {
     #[error("sorry, too many clients already (rowgate [listen] max_client_connections = {0})")]
     TooManyClients(usize),
     /// `[listen] max_connections_per_user` reached for this `sub`.
-    #[error("too many connections for this user (rowgate [listen] max_connections_per_user = {0})")]
+    #[error(
+        "too many connections for this user (rowgate [listen] max_connections_per_user = {0})"
+    )]
     TooManyForUser(usize),
 }
 
@@ -294,7 +296,12 @@ impl ClientRegistry {
 
     /// Records the verified `sub`, unless the user already holds `max`
     /// connections (`0` = no cap).
-    pub fn authenticated(&self, entry: &ClientEntry, sub: &str, max: usize) -> Result<(), LimitError> {
+    pub fn authenticated(
+        &self,
+        entry: &ClientEntry,
+        sub: &str,
+        max: usize,
+    ) -> Result<(), LimitError> {
         let mut inner = self.lock();
         let n = inner.per_user.get(sub).copied().unwrap_or(0);
         if max > 0 && n >= max {
@@ -359,7 +366,10 @@ mod tests {
         let reg = Arc::new(ClientRegistry::default());
         let a = reg.register(peer(), 2).unwrap();
         let b = reg.register(peer(), 2).unwrap();
-        assert!(matches!(reg.register(peer(), 2), Err(LimitError::TooManyClients(2))));
+        assert!(matches!(
+            reg.register(peer(), 2),
+            Err(LimitError::TooManyClients(2))
+        ));
         reg.authenticated(&a.entry, "user_1", 1).unwrap();
         assert!(matches!(
             reg.authenticated(&b.entry, "user_1", 1),
@@ -376,12 +386,13 @@ mod tests {
         let reg = Arc::new(ClientRegistry::default());
         let r = reg.register(peer(), 10).unwrap();
         r.entry.request_stop(StopRequest::Drain);
-        let in_txn = tokio::time::timeout(
-            std::time::Duration::from_millis(50),
-            r.entry.stopped(false),
-        )
-        .await;
-        assert!(in_txn.is_err(), "a transaction is not interrupted by a drain");
+        let in_txn =
+            tokio::time::timeout(std::time::Duration::from_millis(50), r.entry.stopped(false))
+                .await;
+        assert!(
+            in_txn.is_err(),
+            "a transaction is not interrupted by a drain"
+        );
         assert_eq!(r.entry.stopped(true).await, StopRequest::Drain);
         r.entry.request_stop(StopRequest::Kill);
         assert_eq!(r.entry.stopped(false).await, StopRequest::Kill);

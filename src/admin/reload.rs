@@ -35,7 +35,10 @@ pub async fn apply(shared: &Shared, new: Config) -> Result<String, String> {
 async fn apply_locked(shared: &Shared, new: &Config) -> Result<String, String> {
     let old = shared.ops.config();
     new.validate().map_err(|e| e.to_string())?;
-    let password = new.admin.load_password().map_err(|e| format!("[admin] {e}"))?;
+    let password = new
+        .admin
+        .load_password()
+        .map_err(|e| format!("[admin] {e}"))?;
     if new.upstream.url != old.upstream.url || new.upstream.tls_ca_file != old.upstream.tls_ca_file
     {
         return Err(
@@ -72,7 +75,9 @@ async fn apply_locked(shared: &Shared, new: &Config) -> Result<String, String> {
     ];
     for (what, changed) in restart_only {
         if changed {
-            notes.push(format!("{what} changed but takes effect only after a restart"));
+            notes.push(format!(
+                "{what} changed but takes effect only after a restart"
+            ));
         }
     }
     Ok(format!("configuration reloaded ({})", notes.join("; ")))

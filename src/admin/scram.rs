@@ -26,8 +26,7 @@ pub enum ScramError {
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut m =
-        Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
     m.update(data);
     m.finalize().into_bytes().into()
 }
@@ -183,11 +182,22 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in [&b""[..], b"x", b"n,,", b"p=tls-server-end-point,,n=,r=a", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"x",
+            b"n,,",
+            b"p=tls-server-end-point,,n=,r=a",
+            b"\xff",
+        ] {
             assert!(Exchange::start(bad, "pw").is_err());
         }
         let ex = Exchange::start(b"n,,n=,r=abc", "pw").unwrap();
-        for bad in [&b""[..], b"c=biws", b"c=biws,r=abc,p=!!", b"c=xx,r=abc,p=AAAA"] {
+        for bad in [
+            &b""[..],
+            b"c=biws",
+            b"c=biws,r=abc,p=!!",
+            b"c=xx,r=abc,p=AAAA",
+        ] {
             assert!(ex.finish(bad).is_err());
         }
     }

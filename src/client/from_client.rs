@@ -53,7 +53,8 @@ impl Session {
                     }
                 }
             }
-            let Some(frame) = next_frame(&mut self.crbuf, self.shared.ops.max_message_size())? else {
+            let Some(frame) = next_frame(&mut self.crbuf, self.shared.ops.max_message_size())?
+            else {
                 return Ok(false);
             };
             self.on_client_frame(frame).await?;

@@ -175,7 +175,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         );
     let sealer = crate::guard::Sealer::new(&config.seal)
         .map_err(|e| StartError::Config(format!("[seal] {e}")))?;
-    let ops = crate::admin::Ops::new(&config).map_err(|e| StartError::Config(format!("[admin] {e}")))?;
+    let ops =
+        crate::admin::Ops::new(&config).map_err(|e| StartError::Config(format!("[admin] {e}")))?;
     let mut setting_names = auth.setting_names().to_vec();
     if sealer.is_some() {
         setting_names.push(crate::guard::Sealer::SETTING.to_string());

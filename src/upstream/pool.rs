@@ -123,7 +123,9 @@ impl Pool {
             );
         }
         if new.pool_size > old.pool_size {
-            self.inner.permits.add_permits(new.pool_size - old.pool_size);
+            self.inner
+                .permits
+                .add_permits(new.pool_size - old.pool_size);
         } else if new.pool_size < old.pool_size {
             let excess = (old.pool_size - new.pool_size) as u32;
             let permits = self.inner.permits.clone();
@@ -177,7 +179,8 @@ impl Pool {
 
     /// Closes every idle connection (shutdown).
     pub fn close_idle(&self) {
-        let closed = std::mem::take(&mut *self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        let closed =
+            std::mem::take(&mut *self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()));
         metrics::add("rowgate_upstream_connections", "", -(closed.len() as i64));
     }
 

@@ -15,14 +15,19 @@ pub fn ops_config() -> String {
 
 /// `GET path` on `addr`; returns the status code and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect to /metrics listener");
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to /metrics listener");
     let req = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
     tcp.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_to_end(&mut raw))
-        .await
-        .expect("HTTP reply within 10 s")
-        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut raw),
+    )
+    .await
+    .expect("HTTP reply within 10 s")
+    .unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text
         .split_whitespace()
@@ -34,7 +39,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// Logs in to the admin console with tokio-postgres.
-pub async fn console(port: u16, password: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn console(
+    port: u16,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)
@@ -101,5 +109,7 @@ pub async fn connect_watched(port: u16, token: &str) -> Result<Watched, tokio_po
 
 /// The SQLSTATE of a failed statement or connect.
 pub fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
