@@ -57,13 +57,22 @@ pub enum Command {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROWGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROWGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // ROWGATE_LOG_FORMAT=json: one JSON object per line, for log pipelines.
+    if std::env::var("ROWGATE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -83,13 +92,11 @@ pub fn main() -> i32 {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Serve { config } => {
-            let config = Config::load_or_env(&config).map_err(|e| e.to_string())?;
+        Command::Serve { config: path } => {
+            let config = Config::load_or_env(&path).map_err(|e| e.to_string())?;
             let server = crate::start(config).await.map_err(|e| e.to_string())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => server.stop(),
-                _ = terminate() => server.stop(),
-            }
+            server.set_config_path(path);
+            serve_until_signalled(&server).await;
             Ok(())
         }
         Command::Check { config } => {
@@ -120,6 +127,50 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::Token(args) => crate::devtools::token(args),
         Command::Dev(args) => crate::devtools::dev(args).await,
+    }
+}
+
+/// SIGHUP reloads; SIGTERM drains gracefully (docs/operations.md); SIGINT,
+/// or a second SIGTERM, shuts down fast. Returns when rowgate has stopped.
+async fn serve_until_signalled(server: &crate::Server) {
+    use crate::admin::ShutdownMode;
+    let mut hangups = hangup_signals();
+    let shutdown = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break ShutdownMode::Fast,
+            _ = terminate() => break ShutdownMode::Graceful,
+            _ = next_hangup(&mut hangups) => {
+                // The outcome is logged by the reload itself.
+                let _ = server.reload_from_file().await;
+            }
+        }
+    };
+    let draining = server.shutdown(shutdown);
+    tokio::pin!(draining);
+    tokio::select! {
+        _ = &mut draining => {}
+        _ = async { tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = terminate() => {} } } => {
+            tracing::warn!("second signal: shutting down fast");
+            server.shutdown(ShutdownMode::Fast).await;
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+
+#[cfg(unix)]
+fn hangup_signals() -> Hangups {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(unix)]
+async fn next_hangup(h: &mut Hangups) {
+    match h {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -53,6 +53,9 @@ pub struct Config {
     /// name each transaction's user in-band (docs/sidecar.md).
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// The admin console (`psql dbname=rowgate user=admin`).
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// One `[[services]]` entry: a service that logs in with a static password
@@ -157,6 +160,33 @@ pub struct ListenConfig {
     /// PostgreSQL names its own (`.s.PGSQL.<port of addr>`), so libpq's
     /// `host=/that/dir` reaches rowgate. Such clients count as loopback.
     pub unix_socket_dir: Option<PathBuf>,
+    /// Most client connections open at once; more are refused with
+    /// `53300 too many connections`.
+    #[serde(default = "default_max_client_connections")]
+    pub max_client_connections: usize,
+    /// How long the startup phase (TLS, startup packet, password and its
+    /// verification) may take before the connection is closed.
+    #[serde(default = "default_login_timeout", with = "duration")]
+    pub login_timeout: Duration,
+    /// Largest message a client may send after authentication (bytes).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Most connections one user (`sub`) may hold at once (`0` = no cap).
+    #[serde(default)]
+    pub max_connections_per_user: usize,
+    /// Transactions one user (`sub`) may start per second, as a token
+    /// bucket with a burst of the same size (`0` = no limit).
+    #[serde(default)]
+    pub max_transactions_per_second_per_user: u32,
+    /// After SIGTERM, how long rowgate keeps accepting clients (while
+    /// `/readyz` already says unready) before it stops: Kubernetes keeps
+    /// routing to a terminating pod for a few seconds.
+    #[serde(default, with = "duration")]
+    pub shutdown_accept_delay: Duration,
+    /// After SIGTERM, how long running transactions may take to finish
+    /// before the clients still connected are closed.
+    #[serde(default = "default_shutdown_timeout", with = "duration")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ListenConfig {
@@ -169,8 +199,28 @@ impl Default for ListenConfig {
             client_idle_timeout: Duration::ZERO,
             idle_in_transaction_timeout: Duration::ZERO,
             unix_socket_dir: None,
+            max_client_connections: default_max_client_connections(),
+            login_timeout: default_login_timeout(),
+            max_message_size: default_max_message_size(),
+            max_connections_per_user: 0,
+            max_transactions_per_second_per_user: 0,
+            shutdown_accept_delay: Duration::ZERO,
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
+}
+
+fn default_max_client_connections() -> usize {
+    10_000
+}
+fn default_login_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_message_size() -> usize {
+    64 << 20
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_listen_addr() -> String {
@@ -339,6 +389,14 @@ impl Config {
         }
         crate::auth::Services::new(&self.services, &self.auth)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.admin
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("[admin] {e}")))?;
+        if self.listen.max_client_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "[listen] max_client_connections must be at least 1".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -354,6 +412,7 @@ const SECTIONS: &[&str] = &[
     "seal",
     "session_state",
     "http",
+    "admin",
 ];
 
 /// Keys of a `[[services]]` entry settable as `ROWGATE_SERVICES_<NAME>_<KEY>`

@@ -7,6 +7,7 @@
 //! → [`upstream`] (pool, connections) → PostgreSQL; [`wire`] frames bytes on
 //! both sides.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -35,8 +35,10 @@ struct Issuer {
     keys: Keys,
 }
 
-/// Verifies client tokens. `Send + Sync`; share it as `Arc<Authenticator>`.
-pub struct Authenticator {
+/// One generation of the configuration: issuers, keys, identity mapping
+/// and the token cache. A reload builds a new one and swaps it in whole, so
+/// a verification in flight finishes on the generation it started with.
+struct Verifier {
     issuers: Vec<Issuer>,
     by_name: HashMap<String, usize>,
     identity: IdentitySpec,
@@ -50,16 +52,16 @@ pub struct Authenticator {
     verifications: AtomicU64,
 }
 
-impl std::fmt::Debug for Authenticator {
+impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
+        f.debug_struct("Verifier")
             .field("issuers", &self.by_name.keys().collect::<Vec<_>>())
             .field("setting_names", &self.setting_names)
             .finish_non_exhaustive()
     }
 }
 
-impl Drop for Authenticator {
+impl Drop for Verifier {
     fn drop(&mut self) {
         for t in &self.refresh_tasks {
             t.abort();
@@ -79,6 +81,40 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Verifies client tokens. `Send + Sync`; share it as `Arc<Authenticator>`.
+///
+/// Its issuers, keys and identity mapping can be replaced while clients are
+/// connected ([`Authenticator::reload`]); the names of the injected settings
+/// cannot, since every connected session has encoded them.
+pub struct Authenticator {
+    current: arc_swap::ArcSwap<Verifier>,
+    setting_names: Vec<String>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.current.load().fmt(f)
+    }
+}
+
+/// A configuration checked and loaded for [`Authenticator::install`].
+pub struct Prepared(Verifier);
+
+/// One verification key, as the admin console's `SHOW KEYS` lists it.
+#[derive(Clone, Debug)]
+pub struct KeyInfo {
+    /// The issuer (`iss`).
+    pub issuer: String,
+    /// Where its keys come from: `jwks_url`, `jwks_file`, `pem`, `hmac`.
+    pub source: &'static str,
+    /// The key's `kid` (empty when it has none).
+    pub kid: String,
+    /// Key type (`RSA`, `EC`, ...).
+    pub kind: String,
+    /// When the key set was last fetched (JWKS URLs only).
+    pub fetched_at: Option<std::time::SystemTime>,
+}
+
 impl Authenticator {
     /// Loads keys (PEM files, JWKS files, JWKS URLs fetched once at start)
     /// and spawns the JWKS refresh tasks; must be called inside a tokio
@@ -88,6 +124,175 @@ impl Authenticator {
         auth: &AuthConfig,
         identity: &IdentityConfig,
     ) -> Result<Arc<Self>, AuthConfigError> {
+        let v = Verifier::new(auth, identity).await?;
+        Ok(Arc::new(Authenticator {
+            setting_names: v.setting_names.clone(),
+            current: arc_swap::ArcSwap::from_pointee(v),
+        }))
+    }
+
+    /// Builds what a reload would put in force (keys loaded, JWKS fetched)
+    /// without changing anything yet: [`Authenticator::install`] does. Refused
+    /// when the config is invalid or would change the names of the injected
+    /// settings.
+    pub async fn prepare(
+        &self,
+        auth: &AuthConfig,
+        identity: &IdentityConfig,
+    ) -> Result<Prepared, AuthConfigError> {
+        let v = Verifier::new(auth, identity).await?;
+        if v.setting_names != self.setting_names {
+            return Err(AuthConfigError::invalid(
+                "[identity]",
+                format!(
+                    "a reload cannot change the injected setting names ({:?} -> {:?}); restart rowgate for that",
+                    self.setting_names, v.setting_names
+                ),
+            ));
+        }
+        Ok(Prepared(v))
+    }
+
+    /// Puts a prepared configuration in force. Verifications already
+    /// running finish on the old one.
+    pub fn install(&self, prepared: Prepared) {
+        self.current.store(Arc::new(prepared.0));
+    }
+
+    /// [`Authenticator::prepare`] then [`Authenticator::install`].
+    pub async fn reload(
+        &self,
+        auth: &AuthConfig,
+        identity: &IdentityConfig,
+    ) -> Result<(), AuthConfigError> {
+        let prepared = self.prepare(auth, identity).await?;
+        self.install(prepared);
+        Ok(())
+    }
+
+    /// Names of the settings injected in every transaction, in a fixed
+    /// order; "role" comes last when a role switch is configured.
+    pub fn setting_names(&self) -> &[String] {
+        &self.setting_names
+    }
+
+    /// Whether some issuer could accept `startup_user` as a JWT user: any
+    /// issuer whose `user_policy` is not `map`, or one whose map has it.
+    pub fn may_be_user(&self, startup_user: &str) -> bool {
+        self.current.load().may_be_user(startup_user)
+    }
+
+    /// What to do when a connected client's token expires.
+    pub fn on_expiry(&self) -> OnExpiry {
+        self.current.load().on_expiry
+    }
+
+    /// Verifies the password a client sent. `startup_user` is the `user`
+    /// from the client's StartupMessage. Every refusal is counted in
+    /// `rowgate_auth_failures_total{reason}`; the time taken goes to
+    /// `rowgate_jwt_verify_seconds{kind="hit"|"miss"|"refused"}`.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        startup_user: &str,
+    ) -> Result<Identity, AuthError> {
+        let v = self.current.load_full();
+        v.authenticate(token, startup_user).await
+    }
+
+    /// Verifies a token a service presented in-band (`SET LOCAL
+    /// rowgate.token`) with exactly the policy of the password path (issuer,
+    /// key, `aud`, `azp`, `sid`, `sts`, times with leeway) and the same
+    /// cache, plus the service's `allowed_issuers`. The startup user is the
+    /// service's name, so `user_policy` does not apply; a role comes from the
+    /// token or `[identity] role` only. Timed like [`Self::authenticate`].
+    pub async fn verify_inband(
+        &self,
+        token: &str,
+        service: &super::service::Service,
+    ) -> Result<Identity, AuthError> {
+        let v = self.current.load_full();
+        v.verify_inband(token, service).await
+    }
+
+    /// The identity of a transaction with no user: every setting empty (the
+    /// SQL helpers read that as NULL, so RLS shows nothing), no role switch.
+    pub fn no_identity(&self) -> Identity {
+        self.current.load().no_identity()
+    }
+
+    /// The identity a service's `default_identity` claims give, mapped by
+    /// `[identity]` like a token's claims (no signature: the operator wrote
+    /// them). Its `sub` may be absent.
+    pub fn identity_from_claims(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Identity, AuthError> {
+        self.current.load().identity_from_claims(claims)
+    }
+
+    /// Whether every issuer has keys to verify with (for `/readyz`).
+    pub fn keys_loaded(&self) -> bool {
+        self.current.load().issuers.iter().all(|i| match &i.keys {
+            Keys::Static(set) => !set.keys.is_empty(),
+            Keys::Jwks(src) => !src.current().0.keys.is_empty(),
+        })
+    }
+
+    /// Every key in force, issuer by issuer (no key material).
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        let v = self.current.load();
+        let mut out = Vec::new();
+        for i in &v.issuers {
+            let (set, source, fetched_at) = match &i.keys {
+                Keys::Static(set) => (set.clone(), static_source(&i.spec.source), None),
+                Keys::Jwks(src) => (src.current().0, "jwks_url", src.fetched_at()),
+            };
+            for k in &set.keys {
+                out.push(KeyInfo {
+                    issuer: i.spec.issuer.clone(),
+                    source,
+                    kid: k.kid.clone().unwrap_or_default(),
+                    kind: format!("{:?}", k.kind),
+                    fetched_at,
+                });
+            }
+        }
+        out
+    }
+
+    /// Signature verifications done so far (cache hits do none).
+    #[cfg(test)]
+    pub(crate) fn verifications(&self) -> u64 {
+        self.current.load().verifications()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn jwks_fetches(&self) -> u64 {
+        self.current.load().jwks_fetches()
+    }
+}
+
+fn static_source(s: &KeySourceSpec) -> &'static str {
+    match s {
+        KeySourceSpec::Hmac(_) => "hmac",
+        KeySourceSpec::JwksUrl(_) => "jwks_url",
+        KeySourceSpec::JwksFile(_) => "jwks_file",
+        KeySourceSpec::PemFile(_) | KeySourceSpec::PemInline(_) => "pem",
+    }
+}
+
+/// How a verification went, for `rowgate_jwt_verify_seconds{kind}`.
+fn verify_kind<T>(result: &Result<T, AuthError>, hit: bool) -> &'static str {
+    match (result, hit) {
+        (Err(_), _) => "refused",
+        (Ok(_), true) => "hit",
+        (Ok(_), false) => "miss",
+    }
+}
+
+impl Verifier {
+    async fn new(auth: &AuthConfig, identity: &IdentityConfig) -> Result<Self, AuthConfigError> {
         let specs = auth.issuer_specs()?;
         let ident = identity.spec()?;
         cross_check(&specs, &ident)?;
@@ -137,7 +342,7 @@ impl Authenticator {
             .enumerate()
             .map(|(i, iss)| (iss.spec.issuer.clone(), i))
             .collect();
-        Ok(Arc::new(Authenticator {
+        Ok(Verifier {
             issuers,
             by_name,
             identity: ident,
@@ -148,42 +353,26 @@ impl Authenticator {
             cache: TokenCache::new(CACHE_CAPACITY),
             refresh_tasks,
             verifications: AtomicU64::new(0),
-        }))
+        })
     }
 
-    /// Names of the settings injected in every transaction, in a fixed
-    /// order; "role" comes last when a role switch is configured.
-    pub fn setting_names(&self) -> &[String] {
-        &self.setting_names
-    }
-
-    /// Whether some issuer could accept `startup_user` as a JWT user: any
-    /// issuer whose `user_policy` is not `map`, or one whose map has it.
-    pub fn may_be_user(&self, startup_user: &str) -> bool {
+    fn may_be_user(&self, startup_user: &str) -> bool {
         self.issuers.iter().any(|i| {
             i.spec.user_policy != UserPolicy::Map || i.spec.users.contains_key(startup_user)
         })
     }
 
-    /// What to do when a connected client's token expires.
-    pub fn on_expiry(&self) -> OnExpiry {
-        self.on_expiry
-    }
-
-    /// Verifies the password a client sent. `startup_user` is the `user`
-    /// from the client's StartupMessage. Every refusal is counted in
-    /// `rowgate_auth_failures_total{reason}`.
-    pub async fn authenticate(
-        &self,
-        token: &str,
-        startup_user: &str,
-    ) -> Result<Identity, AuthError> {
+    async fn authenticate(&self, token: &str, startup_user: &str) -> Result<Identity, AuthError> {
+        let started = std::time::Instant::now();
         let token = token.trim();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let id = hex::encode(&digest[..6]);
+        let mut hit = false;
         let result = self
-            .authenticate_inner(token, &digest, startup_user, id.clone())
+            .authenticate_inner(token, &digest, startup_user, id.clone(), &mut hit)
             .await;
+        let kind = verify_kind(&result, hit);
+        metrics::observe("rowgate_jwt_verify_seconds", kind, started.elapsed());
         match &result {
             Ok(identity) => {
                 tracing::debug!(token_id = %id, sub = %identity.subject, "token accepted")
@@ -202,17 +391,24 @@ impl Authenticator {
         digest: &[u8; 32],
         startup_user: &str,
         id: String,
+        hit: &mut bool,
     ) -> Result<Identity, AuthError> {
-        let v = self.verified(token, digest).await?;
+        let v = self.verified(token, digest, hit).await?;
         self.finish(&v, startup_user, id)
     }
 
     /// The verified form of `token`, from the cache or by checking it
     /// (signature, claim policy), with its time claims checked now.
-    async fn verified(&self, token: &str, digest: &[u8; 32]) -> Result<Arc<Verified>, AuthError> {
+    async fn verified(
+        &self,
+        token: &str,
+        digest: &[u8; 32],
+        hit: &mut bool,
+    ) -> Result<Arc<Verified>, AuthError> {
         let now = now_secs();
         if let Some(v) = self.cache.get(digest) {
             if self.key_still_trusted(&v) {
+                *hit = true;
                 check_times(&v, now, self.leeway)?;
                 return Ok(v);
             }
@@ -276,21 +472,18 @@ impl Authenticator {
         Ok(verified)
     }
 
-    /// Verifies a token a service presented in-band (`SET LOCAL
-    /// rowgate.token`), with exactly the policy of the password path
-    /// (issuer, key, `aud`, `azp`, `sid`, `sts`, times with leeway) and the
-    /// same cache, plus the service's `allowed_issuers`. The startup user
-    /// is the service's name, so `user_policy` does not apply; a role comes
-    /// from the token or `[identity] role` only.
-    pub async fn verify_inband(
+    /// A service's in-band token: see [`Authenticator::verify_inband`].
+    async fn verify_inband(
         &self,
         token: &str,
         service: &super::service::Service,
     ) -> Result<Identity, AuthError> {
+        let started = std::time::Instant::now();
         let token = token.trim();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let id = hex::encode(&digest[..6]);
-        let result = self.verified(token, &digest).await.and_then(|v| {
+        let mut hit = false;
+        let result = self.verified(token, &digest, &mut hit).await.and_then(|v| {
             let issuer = &self.issuers[v.issuer].spec.issuer;
             if !service.allows_issuer(issuer) {
                 return Err(AuthError::IssuerNotAllowed {
@@ -300,6 +493,8 @@ impl Authenticator {
             }
             Ok(inband_identity(&v, self.with_role, id.clone()))
         });
+        let kind = verify_kind(&result, hit);
+        metrics::observe("rowgate_jwt_verify_seconds", kind, started.elapsed());
         match &result {
             Ok(identity) => {
                 tracing::debug!(token_id = %id, service = %service.name, sub = %identity.subject, "in-band token accepted")
@@ -312,9 +507,7 @@ impl Authenticator {
         result
     }
 
-    /// The identity of a transaction with no user: every setting empty (the
-    /// SQL helpers read that as NULL, so RLS shows nothing), no role switch.
-    pub fn no_identity(&self) -> Identity {
+    fn no_identity(&self) -> Identity {
         let mut values = vec![String::new(); self.identity.settings.len()];
         if self.with_role {
             values.push("none".into());
@@ -327,10 +520,7 @@ impl Authenticator {
         }
     }
 
-    /// The identity a service's `default_identity` claims give, mapped by
-    /// `[identity]` like a token's claims (no signature: the operator wrote
-    /// them). Its `sub` may be absent.
-    pub fn identity_from_claims(
+    fn identity_from_claims(
         &self,
         claims: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Identity, AuthError> {
@@ -398,14 +588,13 @@ impl Authenticator {
         }
     }
 
-    /// Signature verifications done so far (cache hits do none).
     #[cfg(test)]
-    pub(crate) fn verifications(&self) -> u64 {
+    fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
-    pub(crate) fn jwks_fetches(&self) -> u64 {
+    fn jwks_fetches(&self) -> u64 {
         self.issuers
             .iter()
             .map(|i| match &i.keys {

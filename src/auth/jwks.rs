@@ -32,6 +32,8 @@ pub(crate) struct JwksSource {
     /// Held for the whole fetch: this is the single flight.
     flight: tokio::sync::Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
+    /// When keys were last fetched successfully (for `SHOW KEYS`).
+    fetched_at: Mutex<Option<std::time::SystemTime>>,
     #[cfg(test)]
     pub(crate) fetches: AtomicU64,
 }
@@ -136,6 +138,7 @@ impl JwksSource {
             timeout_ms: cfg.jwks_timeout_ms,
             flight: tokio::sync::Mutex::new(None),
             last_error: Mutex::new(None),
+            fetched_at: Mutex::new(None),
             #[cfg(test)]
             fetches: AtomicU64::new(0),
         }))
@@ -144,6 +147,11 @@ impl JwksSource {
     /// The current keys and the generation they belong to. The generation
     /// is read first: a fetch that lands in between only makes it stale,
     /// which costs at most a wait on the lock, never a second fetch.
+    /// When keys were last fetched successfully.
+    pub(crate) fn fetched_at(&self) -> Option<std::time::SystemTime> {
+        *self.fetched_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn current(&self) -> (Arc<KeySet>, u64) {
         let generation = self.generation.load(Ordering::Acquire);
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -201,6 +209,7 @@ impl JwksSource {
 
     async fn fetch_locked(&self, last: &mut Option<Instant>) {
         *last = Some(Instant::now());
+        metrics::incr("rowgate_jwks_fetches_total", "");
         #[cfg(test)]
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let result = fetch_body(&self.client, &self.url, self.timeout_ms)
@@ -214,6 +223,8 @@ impl JwksSource {
                 tracing::debug!(issuer = %self.issuer, keys = set.keys.len(), "JWKS loaded");
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *self.fetched_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(std::time::SystemTime::now());
                 self.loaded.store(true, Ordering::Release);
             }
             Err(e) => {

@@ -28,7 +28,7 @@ mod test_keys;
 #[cfg(test)]
 mod tests;
 
-pub use authenticator::{token_id, Authenticator};
+pub use authenticator::{token_id, Authenticator, KeyInfo, Prepared};
 pub use config::{AuthConfig, IssuerConfig, OnExpiry, Secret, UserPolicy};
 pub use error::{AuthConfigError, AuthError};
 pub use identity::Identity;

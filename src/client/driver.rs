@@ -10,6 +10,9 @@ use super::Shared;
 use crate::upstream::PooledConn;
 use crate::wire::stream::Stream;
 use crate::wire::{next_frame, peek_frame_len, MAX_MESSAGE_LEN};
+
+/// A refusal of a connection for a transaction: SQLSTATE and message.
+type Refusal = (&'static str, String);
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +61,8 @@ enum Event {
     Idle,
     IdleInTransaction,
     OwnDeadline,
+    /// A shutdown drain or an admin `KILL` (the 57P01 message).
+    Stop(&'static str),
 }
 
 /// Serves an authenticated client until it leaves, then leaves the
@@ -135,13 +140,15 @@ impl Driver {
 
     /// Hands the core every whole client message it will take now.
     async fn feed_client(&mut self) {
+        // `[listen] max_message_size`, as in force (a reload may change it).
+        let max = self.shared.ops.max_message_size();
         while self.core.wants_client() && self.core.to_server().len() < MAX_PENDING_UPSTREAM {
-            match peek_frame_len(&self.crbuf, MAX_MESSAGE_LEN) {
+            match peek_frame_len(&self.crbuf, max) {
                 Ok(Some(len)) if self.crbuf.len() >= len => {}
                 Ok(_) => break,
                 Err(e) => return self.core.client_gone(End::Protocol(e.to_string())),
             }
-            let frame = match next_frame(&mut self.crbuf, MAX_MESSAGE_LEN) {
+            let frame = match next_frame(&mut self.crbuf, max) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => return self.core.client_gone(End::Protocol(e.to_string())),
@@ -152,7 +159,8 @@ impl Driver {
             self.core.on_client(frame);
         }
         if self.client_eof && self.core.ended().is_none() {
-            let whole_frame_left = matches!(peek_frame_len(&self.crbuf, MAX_MESSAGE_LEN), Ok(Some(l)) if self.crbuf.len() >= l);
+            let whole_frame_left =
+                matches!(peek_frame_len(&self.crbuf, max), Ok(Some(l)) if self.crbuf.len() >= l);
             if !whole_frame_left || self.core.waiting_on_own() {
                 self.core.client_gone(End::ClientGone);
             }
@@ -186,14 +194,13 @@ impl Driver {
                     self.upstream = Some(conn);
                     self.core.attach(state);
                 }
-                Some(Err(e)) => self
-                    .core
-                    .attach_failed(e.sqlstate(), &format!("rowgate: {e}")),
+                Some(Err((code, message))) => self.core.attach_failed(code, &message),
                 None => self.core.client_gone(End::ClientGone),
             },
             Action::Release(state) => {
                 self.cancel_slot.set(None);
                 if let Some(mut conn) = self.upstream.take() {
+                    crate::admin::hook::released(self.database.label());
                     if conn.rbuf.is_empty() {
                         conn.prepared = state.prepared;
                         conn.identity_prepared = state.identity_prepared;
@@ -205,7 +212,9 @@ impl Driver {
             }
             Action::Close => {
                 self.cancel_slot.set(None);
-                self.upstream = None;
+                if self.upstream.take().is_some() {
+                    crate::admin::hook::released(self.database.label());
+                }
             }
             Action::Verify(token) => {
                 let verdict = match self.core.service() {
@@ -228,15 +237,22 @@ impl Driver {
     }
 
     /// Borrows a connection, watching the client meanwhile: None if the
-    /// client left while it waited.
-    async fn acquire(&mut self) -> Option<Result<PooledConn, crate::upstream::PoolError>> {
+    /// client left while it waited. A shutdown or the user's transaction
+    /// rate refuses it first.
+    async fn acquire(&mut self) -> Option<Result<PooledConn, Refusal>> {
+        if let Err(refused) = crate::admin::hook::before_acquire() {
+            return Some(Err(refused));
+        }
         let database = self.database.clone();
         let acquire = database.pool().acquire();
         tokio::pin!(acquire);
         loop {
             let room = self.crbuf.len() < READ_AHEAD && !self.client_eof;
             tokio::select! {
-                r = &mut acquire => return Some(r),
+                r = &mut acquire => {
+                    crate::admin::hook::acquired(r.as_ref().ok().map(|c| c.pid));
+                    return Some(r.map_err(|e| (e.sqlstate(), format!("rowgate: {e}"))));
+                }
                 r = self.client.read_more(&mut self.crbuf), if room => match r {
                     Ok(0) | Err(_) => return None,
                     Ok(_) => {}
@@ -298,6 +314,7 @@ impl Driver {
             (false, _) => None,
         };
         let own_deadline = self.own_deadline;
+        let between = self.core.between_transactions() && self.core.ended().is_none();
         let to_server = self.core.to_server();
         let mut up = self.upstream.as_mut().map(|c| {
             let c = &mut **c;
@@ -325,6 +342,7 @@ impl Driver {
             }
         };
         tokio::select! {
+            m = crate::admin::hook::stop_requested(between) => Event::Stop(m),
             r = self.client.read_more(&mut self.crbuf), if read_client => Event::Client(r),
             r = reading => Event::Server(r),
             r = writing => Event::Wrote(r),
@@ -356,6 +374,7 @@ impl Driver {
             Event::Wrote(Err(e)) => self.core.upstream_lost(e.to_string()),
             Event::Idle => self.core.client_gone(End::IdleTimeout),
             Event::IdleInTransaction => self.core.client_gone(End::IdleInTransaction),
+            Event::Stop(message) => self.core.client_gone(End::Stopped(message)),
             Event::OwnDeadline if self.client_eof && !self.core.waiting_on_own() => {
                 self.core.client_gone(End::ClientGone);
             }

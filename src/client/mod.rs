@@ -38,8 +38,11 @@ pub struct Shared {
     pub guard: crate::guard::Guard,
     /// Seals the identity, when sealed mode is on.
     pub sealer: Option<crate::guard::Sealer>,
-    /// `[[services]]`: service logins and their in-band identities.
-    pub services: crate::auth::Services,
+    /// `[[services]]`: service logins and their in-band identities;
+    /// replaced whole on reload (how service passwords rotate).
+    pub services: arc_swap::ArcSwap<crate::auth::Services>,
+    /// Operations: client registry, limits, lifecycle, admin console.
+    pub ops: crate::admin::Ops,
 }
 
 /// Why rowgate could not start.
@@ -62,7 +65,8 @@ pub enum StartError {
 pub struct Server {
     addr: SocketAddr,
     http_addr: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
+    metrics_addr: Option<SocketAddr>,
+    stop: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
 }
@@ -87,6 +91,36 @@ impl Server {
     /// Upstream connections idle in the pool.
     pub fn idle_upstream_connections(&self) -> usize {
         self.shared.databases.idle_count()
+    }
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+    /// Clients connected now (the admin console's own connections aside).
+    pub fn client_count(&self) -> usize {
+        self.shared.ops.clients().len()
+    }
+    /// Shuts down (SIGTERM: graceful, SIGINT: fast; see
+    /// [`crate::admin::shutdown`]) and returns once every client is gone.
+    pub async fn shutdown(&self, mode: crate::admin::ShutdownMode) {
+        crate::admin::shutdown(self.shared.clone(), mode).await;
+    }
+    /// Starts [`Server::shutdown`] in the background.
+    pub fn spawn_shutdown(&self, mode: crate::admin::ShutdownMode) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::admin::shutdown(self.shared.clone(), mode))
+    }
+    /// Where `RELOAD` and SIGHUP re-read the configuration.
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        self.shared.ops.set_config_path(path);
+    }
+    /// Re-reads the config file (SIGHUP); the old config stays on error.
+    pub async fn reload_from_file(&self) -> Result<String, String> {
+        crate::admin::reload::from_file(&self.shared).await
+    }
+    /// Applies `config` while clients stay connected; on error nothing
+    /// changes and the error says why.
+    pub async fn reload(&self, config: Config) -> Result<String, String> {
+        crate::admin::reload::apply(&self.shared, config).await
     }
 }
 
@@ -116,8 +150,11 @@ impl Shared {
             .map_err(StartError::Config)?;
         let services = crate::auth::Services::new(&config.services, &config.auth)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let ops = crate::admin::Ops::new(&config)
+            .map_err(|e| StartError::Config(format!("[admin] {e}")))?;
         Ok(Shared {
-            services,
+            services: arc_swap::ArcSwap::from_pointee(services),
+            ops,
             guard,
             sealer,
             config,
@@ -142,15 +179,26 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         addr: config.listen.addr.clone(),
         source,
     })?;
-    if let Some(maddr) = &config.metrics.addr {
-        crate::metrics::serve(maddr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: maddr.clone(),
-                source,
-            })?;
-    }
+    let metrics_addr = match &config.metrics.addr {
+        Some(maddr) => Some(
+            crate::admin::serve_http(maddr, Arc::downgrade(&shared))
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: maddr.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let (stop, mut stopped) = watch::channel(false);
+    let stop = Arc::new(stop);
+    // A shutdown stops every listener (TCP, Unix, HTTP) when it stops
+    // accepting.
+    let (ops, stopper) = (shared.ops.clone(), stop.clone());
+    tokio::spawn(async move {
+        ops.lifecycle().reached(crate::admin::Phase::Stopping).await;
+        let _ = stopper.send(true);
+    });
     let http_addr = match &shared.config.http {
         Some(http) => Some(crate::http::start(http, shared.clone(), stopped.clone()).await?),
         None => None,
@@ -182,6 +230,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     Ok(Server {
         addr,
         http_addr,
+        metrics_addr,
         stop,
         task,
         shared,
@@ -247,18 +296,78 @@ async fn handle_client(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 /// authentication, identity injection, the guard and pooling are the same
 /// code for every client. `secure` says the transport was TLS (HTTPS/WSS),
 /// for the rule that a token crosses plain networks only from loopback.
-pub async fn serve_stream(stream: Stream, peer: SocketAddr, secure: bool, shared: Arc<Shared>) {
+///
+/// Every client counts against `[listen] max_client_connections` and is
+/// listed in the admin console; beyond the limit it gets `53300` before
+/// its startup packet is read.
+pub async fn serve_stream(mut stream: Stream, peer: SocketAddr, secure: bool, shared: Arc<Shared>) {
+    let reg = match shared.ops.register(peer) {
+        Ok(reg) => reg,
+        Err(e) => {
+            tracing::warn!(%peer, reason = e.reason(), "client refused: {e}");
+            let message = e.to_string();
+            let refuse = startup::send_fatal(&mut stream, e.sqlstate(), &message);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), refuse).await;
+            return;
+        }
+    };
+    let entry = reg.entry.clone();
     metrics::add("rowgate_clients_connected", "", 1);
-    match startup::handshake(stream, peer, secure, &shared).await {
-        Ok(ok) => {
+    tracing::info!(client = entry.id, %peer, "client connected");
+    let session = serve_client(stream, peer, secure, &shared, &entry);
+    let console = crate::admin::hook::scope(entry.clone(), shared.ops.clone(), session).await;
+    // The console is an operator's, not a pooled client: it does not count
+    // against the limits or hold up a shutdown.
+    drop(reg);
+    if let Some((stream, pending)) = console {
+        crate::admin::serve_console(stream, pending, peer, shared.clone()).await;
+    }
+    metrics::add("rowgate_clients_connected", "", -1);
+    tracing::info!(
+        client = entry.id,
+        %peer,
+        sub = entry.sub(),
+        duration_secs = entry.connected_for().as_secs_f64(),
+        transactions = entry.transactions(),
+        "client disconnected"
+    );
+}
+
+/// Startup (within `[listen] login_timeout`), the per-user limit, then the
+/// session; returns the stream when the client asked for the admin console.
+async fn serve_client(
+    stream: Stream,
+    peer: SocketAddr,
+    secure: bool,
+    shared: &Arc<Shared>,
+    entry: &crate::admin::ClientEntry,
+) -> Option<(Stream, bytes::BytesMut)> {
+    let limit = shared.ops.login_timeout();
+    let handshake = startup::handshake(stream, peer, secure, shared);
+    let Ok(result) = tokio::time::timeout(limit, handshake).await else {
+        metrics::incr("rowgate_refusals_total", "login_timeout");
+        tracing::info!(client = entry.id, %peer, "client closed: login not completed within [listen] login_timeout ({limit:?})");
+        return None;
+    };
+    match result {
+        Ok(mut ok) => {
+            tracing::info!(client = entry.id, %peer, sub = %ok.identity.subject, token_id = %ok.identity.token_id, "client authenticated");
+            if let Err(e) = shared.ops.authenticated(entry, &ok.identity.subject) {
+                tracing::info!(client = entry.id, %peer, reason = e.reason(), "client refused: {e}");
+                startup::send_fatal(&mut ok.stream, e.sqlstate(), &format!("rowgate: {e}")).await;
+                return None;
+            }
             let (key, cancel_slot) = shared.cancels.register(ok.database.clone());
             driver::run(shared.clone(), ok, key, cancel_slot).await;
             shared.cancels.unregister(key);
+        }
+        Err((Some(stream), startup::StartupEnd::AdminConsole { pending })) => {
+            return Some((stream, pending));
         }
         Err((Some(mut stream), startup::StartupEnd::Refuse { code, message })) => {
             startup::send_fatal(&mut stream, code, &message).await;
         }
         Err(_) => {}
     }
-    metrics::add("rowgate_clients_connected", "", -1);
+    None
 }

@@ -22,6 +22,12 @@ use tokio::io::AsyncWriteExt;
 pub enum StartupEnd {
     /// The client went away or sent a CancelRequest (handled); nothing to say.
     Quiet,
+    /// The client asked for the admin console (database `rowgate`, user
+    /// `admin`); it takes over the stream and what was read of it.
+    AdminConsole {
+        /// Bytes the client sent after its startup packet.
+        pending: BytesMut,
+    },
     /// Refuse with a FATAL error and close.
     Refuse {
         /// SQLSTATE.
@@ -167,6 +173,11 @@ async fn authenticate(
         .map(|(_, v)| v.clone())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| user.clone());
+    crate::admin::hook::startup_database(&dbname);
+    if dbname == crate::admin::ADMIN_DATABASE && user == crate::admin::ADMIN_USER {
+        // SCRAM, not a bearer token: no TLS needed for the password.
+        return Err((Some(stream), StartupEnd::AdminConsole { pending: buf }));
+    }
     // Before the password, as PgBouncer: the database decides how the
     // password is checked.
     let database = match shared.databases.resolve(&dbname) {
@@ -202,7 +213,7 @@ async fn authenticate(
         out.extend_from_slice(&backend::negotiate_protocol_version(0, &unrecognized));
     }
     let auth = database.auth().clone();
-    let method = super::service_login::method_for(&user, &shared.services, &auth);
+    let method = super::service_login::method_for(&user, &shared.services.load(), &auth);
     if let super::service_login::Method::Scram(service, verifier) = method {
         use super::service_login::{scram, Login};
         let done = scram(
@@ -266,7 +277,7 @@ async fn authenticate(
     };
     let identity = match auth.authenticate(token.trim(), &user).await {
         Ok(id) => id,
-        Err(crate::auth::AuthError::Malformed(_)) if !shared.services.is_empty() => {
+        Err(crate::auth::AuthError::Malformed(_)) if !shared.services.load().is_empty() => {
             // Not a JWT at all: perhaps a service password sent for a name
             // that is no service. Word it as a failed service login would
             // be, so the two cannot be told apart.

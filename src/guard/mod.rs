@@ -69,6 +69,9 @@ pub struct GuardConfig {
     pub allow_function_oids: Vec<u32>,
     /// Statement texts whose verdict is cached (LRU); 0 turns the cache off.
     pub cache_entries: usize,
+    /// Longest statement text accepted (bytes, default 1 MiB; `0` = no
+    /// limit). Longer ones are refused by size, before any parse.
+    pub max_statement_size: usize,
 }
 
 impl Default for GuardConfig {
@@ -84,6 +87,7 @@ impl Default for GuardConfig {
             allow_functions: Vec::new(),
             allow_function_oids: Vec::new(),
             cache_entries: 4096,
+            max_statement_size: 1 << 20,
         }
     }
 }
@@ -149,7 +153,16 @@ impl Findings {
 /// Checks client statements before they reach the upstream, and finds the
 /// session state they create, from one parse. Cheap to share across tasks
 /// (`Send + Sync`; the cache has its own lock).
+///
+/// Its rules can be replaced while clients are connected
+/// ([`Guard::reload`]): each check runs on the rules in force when it began.
 pub struct Guard {
+    current: arc_swap::ArcSwap<Checker>,
+}
+
+/// One generation of the guard's rules.
+struct Checker {
+    max_statement_size: usize,
     profile: Profile,
     rules: Rules,
     precheck: PreCheck,
@@ -160,7 +173,7 @@ pub struct Guard {
 /// Statement text -> what it holds.
 type FindingsCache = LruCache<Box<[u8]>, Findings>;
 
-impl std::fmt::Debug for Guard {
+impl std::fmt::Debug for Checker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
             .field("profile", &self.profile)
@@ -180,9 +193,103 @@ pub enum Path {
     Parsed,
 }
 
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.current.load().fmt(f)
+    }
+}
+
 impl Guard {
     /// Builds the guard from its config.
     pub fn new(cfg: &GuardConfig) -> Result<Guard, String> {
+        Ok(Guard {
+            current: arc_swap::ArcSwap::from_pointee(Checker::new(cfg)?),
+        })
+    }
+
+    /// Replaces the rules with those of `cfg` (keeping the session pins);
+    /// on error the rules in force stay.
+    pub fn reload(&self, cfg: &GuardConfig) -> Result<(), String> {
+        let mut next = Checker::new(cfg)?;
+        let cur = self.current.load();
+        next.rules.pinned_temporary = cur.rules.pinned_temporary;
+        next.rules.pinned_hold = cur.rules.pinned_hold;
+        self.current.store(std::sync::Arc::new(next));
+        Ok(())
+    }
+
+    /// Lets temporary objects and WITH HOLD cursors through when
+    /// `[session_state]` pins the clients that create them to their
+    /// connection (it then owns those statements); every other rule still
+    /// applies to the same statements.
+    pub fn with_session_pins(self, temporary: bool, hold: bool) -> Guard {
+        match std::sync::Arc::try_unwrap(self.current.into_inner()) {
+            Ok(mut c) => {
+                c.rules.pinned_temporary = temporary;
+                c.rules.pinned_hold = hold;
+                Guard {
+                    current: arc_swap::ArcSwap::from_pointee(c),
+                }
+            }
+            // Unreachable: the guard is not shared before it is built.
+            Err(shared) => Guard {
+                current: arc_swap::ArcSwap::new(shared),
+            },
+        }
+    }
+
+    /// The profile in force.
+    pub fn profile(&self) -> Profile {
+        self.current.load().profile
+    }
+
+    /// Checks the SQL text of a simple Query (which may hold several
+    /// statements) or of one Parse.
+    pub fn check(&self, sql: &[u8]) -> Result<(), GuardViolation> {
+        self.check_path(sql).0
+    }
+
+    /// [`Guard::check`], also saying how the verdict was reached.
+    pub fn check_path(&self, sql: &[u8]) -> (Result<(), GuardViolation>, Path) {
+        let (found, path) = self.inspect_path(sql);
+        (found.violation.map_or(Ok(()), Err), path)
+    }
+
+    /// What a Query's or Parse's SQL text holds: the rule it breaks and the
+    /// session state it creates.
+    pub fn inspect(&self, sql: &[u8]) -> Findings {
+        self.inspect_path(sql).0
+    }
+
+    /// [`Guard::inspect`], also saying how it was found. A statement over
+    /// `max_statement_size` is refused by its size alone, never parsed.
+    pub fn inspect_path(&self, sql: &[u8]) -> (Findings, Path) {
+        self.current.load().inspect_path(sql)
+    }
+
+    /// The full check, without pre-check or cache (for tests and benches).
+    pub fn check_parsed(&self, sql: &[u8]) -> Result<(), GuardViolation> {
+        self.current.load().check_parsed(sql)
+    }
+
+    /// The full inspection, without pre-check or cache.
+    pub fn inspect_parsed(&self, sql: &[u8]) -> Findings {
+        self.current.load().inspect_parsed(sql)
+    }
+
+    /// Whether the lexical pre-check alone lets `sql` through.
+    pub fn precheck_passes(&self, sql: &[u8]) -> bool {
+        self.current.load().precheck.harmless(sql)
+    }
+
+    /// Checks a FunctionCall (fast-path call by function OID).
+    pub fn check_function_call(&self, oid: u32) -> Result<(), GuardViolation> {
+        self.current.load().check_function_call(oid)
+    }
+}
+
+impl Checker {
+    fn new(cfg: &GuardConfig) -> Result<Checker, String> {
         let lower = |v: &[String]| -> Vec<String> {
             v.iter().map(|s| s.trim().to_ascii_lowercase()).collect()
         };
@@ -225,7 +332,8 @@ impl Guard {
         };
         let lexical = PreCheck::without_backslash(deny.iter().map(String::as_str));
         let cache = NonZeroUsize::new(cfg.cache_entries).map(|n| Mutex::new(LruCache::new(n)));
-        Ok(Guard {
+        Ok(Checker {
+            max_statement_size: cfg.max_statement_size,
             profile: cfg.profile,
             rules: Rules {
                 active,
@@ -244,43 +352,25 @@ impl Guard {
         })
     }
 
-    /// Lets temporary objects and WITH HOLD cursors through when
-    /// `[session_state]` pins the clients that create them to their
-    /// connection (it then owns those statements); every other rule still
-    /// applies to the same statements.
-    pub fn with_session_pins(mut self, temporary: bool, hold: bool) -> Guard {
-        self.rules.pinned_temporary = temporary;
-        self.rules.pinned_hold = hold;
-        self
-    }
-
-    /// The profile in force.
-    pub fn profile(&self) -> Profile {
-        self.profile
-    }
-
-    /// Checks the SQL text of a simple Query (which may hold several
-    /// statements) or of one Parse.
-    pub fn check(&self, sql: &[u8]) -> Result<(), GuardViolation> {
-        self.check_path(sql).0
-    }
-
-    /// [`Guard::check`], also saying how the verdict was reached.
-    pub fn check_path(&self, sql: &[u8]) -> (Result<(), GuardViolation>, Path) {
-        let (found, path) = self.inspect_path(sql);
-        (found.violation.map_or(Ok(()), Err), path)
-    }
-
-    /// What a Query's or Parse's SQL text holds: the rule it breaks and the
-    /// session state it creates.
-    pub fn inspect(&self, sql: &[u8]) -> Findings {
-        self.inspect_path(sql).0
-    }
-
-    /// [`Guard::inspect`], also saying how it was found.
-    pub fn inspect_path(&self, sql: &[u8]) -> (Findings, Path) {
+    fn inspect_path(&self, sql: &[u8]) -> (Findings, Path) {
         // The server reads a Query's text up to its first NUL.
         let sql = sql.split(|&b| b == 0).next().unwrap_or_default();
+        if self.max_statement_size > 0 && sql.len() > self.max_statement_size {
+            // Parsing a huge statement would hold a runtime thread; its
+            // size alone decides.
+            let found = Findings {
+                violation: Some(GuardViolation {
+                    rule: "statement_too_large",
+                    message: format!(
+                        "the statement is {} bytes, over rowgate's [guard] max_statement_size of {} bytes; send smaller statements (or COPY for bulk data)",
+                        sql.len(),
+                        self.max_statement_size
+                    ),
+                }),
+                state: None,
+            };
+            return (found, Path::PreCheck);
+        }
         if self.precheck.harmless(sql) {
             return (Findings::default(), Path::PreCheck);
         }
@@ -297,26 +387,18 @@ impl Guard {
         (found, Path::Parsed)
     }
 
-    /// The full check, without pre-check or cache (for tests and benches).
-    pub fn check_parsed(&self, sql: &[u8]) -> Result<(), GuardViolation> {
+    fn check_parsed(&self, sql: &[u8]) -> Result<(), GuardViolation> {
         self.inspect_parsed(sql).violation.map_or(Ok(()), Err)
     }
 
-    /// The full inspection, without pre-check or cache.
-    pub fn inspect_parsed(&self, sql: &[u8]) -> Findings {
+    fn inspect_parsed(&self, sql: &[u8]) -> Findings {
         // Bytes that are not UTF-8 (a LATIN1 client, say) become U+FFFD;
         // every ASCII byte, which is all the rules look at, stays as it is.
         let text = String::from_utf8_lossy(sql);
         self.rules.inspect_text(&text)
     }
 
-    /// Whether the lexical pre-check alone lets `sql` through.
-    pub fn precheck_passes(&self, sql: &[u8]) -> bool {
-        self.precheck.harmless(sql)
-    }
-
-    /// Checks a FunctionCall (fast-path call by function OID).
-    pub fn check_function_call(&self, oid: u32) -> Result<(), GuardViolation> {
+    fn check_function_call(&self, oid: u32) -> Result<(), GuardViolation> {
         match self.profile {
             Profile::Off => Ok(()),
             _ if oid == SET_CONFIG_OID => Err(GuardViolation {

@@ -305,7 +305,8 @@ struct Flavour {
 }
 
 struct Wildcard {
-    pool: UpstreamConfig,
+    /// Its pool settings, `{dbname}` in the URL; replaced on reload.
+    pool: Mutex<UpstreamConfig>,
     flavour: Flavour,
     /// Databases of the wildcard some client authenticated for.
     opened: Mutex<HashMap<String, Arc<Database>>>,
@@ -362,7 +363,7 @@ impl Databases {
             };
             if name == WILDCARD {
                 wildcard = Some(Wildcard {
-                    pool: db.pool,
+                    pool: Mutex::new(db.pool),
                     flavour,
                     opened: Mutex::new(HashMap::new()),
                 });
@@ -393,8 +394,8 @@ impl Databases {
         if let Some(db) = lock(&w.opened).get(dbname) {
             return Ok(db.clone());
         }
-        let mut cfg = w.pool.clone();
-        cfg.url = wildcard_url(&w.pool.url, dbname);
+        let mut cfg = lock(&w.pool).clone();
+        cfg.url = wildcard_url(&cfg.url, dbname);
         // The URL was validated with a placeholder name; any name encodes
         // to a valid path, so this fails only on a TLS setup error, which
         // the named check at startup would have shown too.
@@ -440,6 +441,81 @@ impl Databases {
         self.all().iter().map(|d| d.pool.idle_count()).sum()
     }
 
+    /// Applies a reloaded configuration: pool sizes and timeouts, and each
+    /// verifier's issuers, keys and identity mapping. Everything is checked
+    /// (keys loaded, JWKS fetched) before anything changes, so a refusal
+    /// leaves the old configuration whole. Which databases exist, their
+    /// servers, and which have their own `auth`/`identity` stay as started.
+    pub async fn reload(&self, old: &Config, new: &Config) -> Result<(), String> {
+        let restart = "; restart rowgate for that";
+        let (olds, news) = (entries(old)?, entries(new)?);
+        let names = |e: &[(String, String, DatabaseConfig)]| {
+            let mut v: Vec<(String, bool)> = e
+                .iter()
+                .map(|(_, n, d)| (n.clone(), d.auth.is_some() || d.identity.is_some()))
+                .collect();
+            v.sort();
+            v
+        };
+        if names(&olds) != names(&news) {
+            return Err(format!("the databases (or which of them have their own [auth]/[identity]) changed{restart}"));
+        }
+        // One verifier may serve many databases: prepare each once.
+        let mut prepared: Vec<(Arc<Authenticator>, crate::auth::Prepared)> = Vec::new();
+        for (sect, name, db) in &news {
+            let auth = match (name.as_str(), &self.wildcard) {
+                (WILDCARD, Some(w)) => w.flavour.auth.clone(),
+                _ => self
+                    .named
+                    .get(name)
+                    .ok_or("a database vanished")?
+                    .auth
+                    .clone(),
+            };
+            if prepared.iter().any(|(a, _)| Arc::ptr_eq(a, &auth)) {
+                continue;
+            }
+            let auth_cfg = db.auth.as_ref().unwrap_or(&new.auth);
+            let identity_cfg = db.identity.as_ref().unwrap_or(&new.identity);
+            let p = auth
+                .prepare(auth_cfg, identity_cfg)
+                .await
+                .map_err(|e| format!("{sect} {e}"))?;
+            prepared.push((auth, p));
+        }
+        for (sect, name, db) in &news {
+            match (name.as_str(), &self.wildcard) {
+                (WILDCARD, Some(w)) if lock(&w.pool).url != db.pool.url => {
+                    return Err(format!("{sect} url cannot change on reload{restart}"));
+                }
+                (WILDCARD, _) => {}
+                _ => self.named[name]
+                    .pool
+                    .check_reload(&db.pool)
+                    .map_err(|e| format!("{sect} {e}"))?,
+            }
+        }
+        for (auth, p) in prepared {
+            auth.install(p);
+        }
+        for (_, name, db) in news {
+            match (name.as_str(), &self.wildcard) {
+                (WILDCARD, Some(w)) => {
+                    for d in lock(&w.opened).values() {
+                        let mut cfg = db.pool.clone();
+                        cfg.url = wildcard_url(&cfg.url, &d.name);
+                        let _ = d.pool.reload(&cfg);
+                    }
+                    *lock(&w.pool) = db.pool;
+                }
+                _ => {
+                    let _ = self.named[&name].pool.reload(&db.pool);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `host:port` of each configured upstream, for the startup log line.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self
@@ -449,7 +525,7 @@ impl Databases {
             .collect();
         parts.sort();
         if let Some(w) = &self.wildcard {
-            let url = wildcard_url(&w.pool.url, "db");
+            let url = wildcard_url(&lock(&w.pool).url, "db");
             if let Ok(t) = Target::from_url(&url) {
                 parts.push(format!("*={}", t.display_addr()));
             }

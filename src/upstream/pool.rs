@@ -7,9 +7,10 @@ use super::{tls, Target};
 use crate::config::UpstreamConfig;
 use crate::metrics;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// Why no connection could be lent to a client.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,13 @@ pub enum PoolError {
     /// Opening a new upstream connection failed.
     #[error("could not connect to the upstream server: {0}")]
     Connect(#[from] UpstreamError),
+    /// An operator paused the pool (admin `PAUSE`) for longer than the
+    /// client may wait.
+    #[error("the pool is paused by an administrator (PAUSE) and was not resumed within {waited:?}; try again later")]
+    Paused {
+        /// How long the client waited.
+        waited: Duration,
+    },
 }
 
 impl PoolError {
@@ -34,6 +42,7 @@ impl PoolError {
             PoolError::Timeout { .. } => "53300",
             PoolError::Connect(UpstreamError::Server(e)) if !e.code.is_empty() => "08004",
             PoolError::Connect(_) => "08006",
+            PoolError::Paused { .. } => "57P03",
         }
     }
 }
@@ -44,12 +53,29 @@ pub type ServerParams = Arc<Vec<(String, String)>>;
 struct Inner {
     target: Target,
     tls: Option<Arc<rustls::ClientConfig>>,
-    cfg: UpstreamConfig,
+    /// Swapped whole on reload: an acquire runs on the settings it read.
+    cfg: arc_swap::ArcSwap<UpstreamConfig>,
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
     server_params: Mutex<Option<ServerParams>>,
     /// Metrics label: the database's configured name.
     label: &'static str,
+    /// Connections lent to clients right now.
+    lent: AtomicUsize,
+    /// `PAUSE`d: no connection is lent until `RESUME`; the value is how
+    /// long a client may wait for that.
+    paused: watch::Sender<Option<Duration>>,
+}
+
+/// One upstream connection, as `SHOW SERVERS` lists it.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    /// The backend's process id.
+    pub pid: i32,
+    /// How long ago it was opened.
+    pub age: Duration,
+    /// How long it has been idle.
+    pub idle_for: Duration,
 }
 
 /// A shared handle to the pool.
@@ -68,10 +94,12 @@ impl Pool {
                 target,
                 tls,
                 permits: Arc::new(Semaphore::new(cfg.pool_size)),
-                cfg: cfg.clone(),
+                cfg: arc_swap::ArcSwap::from_pointee(cfg.clone()),
                 idle: Mutex::new(Vec::new()),
                 server_params: Mutex::new(None),
                 label: "",
+                lent: AtomicUsize::new(0),
+                paused: watch::channel(None).0,
             }),
         })
     }
@@ -92,24 +120,160 @@ impl Pool {
 
     /// Prepared statements kept per connection.
     pub fn max_prepared(&self) -> usize {
-        self.inner.cfg.max_prepared_statements
+        self.inner.cfg.load().max_prepared_statements
+    }
+
+    /// Applies new sizes and timeouts. The server (url, CA file) cannot
+    /// change while clients are connected to it; that is refused.
+    /// Transactions running keep their connections; a smaller pool shrinks
+    /// as they return them.
+    pub fn reload(&self, new: &UpstreamConfig) -> Result<(), String> {
+        self.check_reload(new)?;
+        let old = self.inner.cfg.load_full();
+        if new.pool_size > old.pool_size {
+            self.inner
+                .permits
+                .add_permits(new.pool_size - old.pool_size);
+        } else if new.pool_size < old.pool_size {
+            let excess = (old.pool_size - new.pool_size) as u32;
+            let permits = self.inner.permits.clone();
+            // Retire permits as connections come back; never interrupts a
+            // transaction.
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(excess).await {
+                    p.forget();
+                }
+            });
+            let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+            while idle.len() > new.pool_size {
+                idle.remove(0);
+                metrics::add("rowgate_upstream_connections", self.inner.label, -1);
+            }
+        }
+        self.inner.cfg.store(Arc::new(new.clone()));
+        Ok(())
+    }
+
+    /// Whether [`Pool::reload`] would take `new`: the server (url, CA
+    /// file) stays the same.
+    pub fn check_reload(&self, new: &UpstreamConfig) -> Result<(), String> {
+        let old = self.inner.cfg.load();
+        if new.url != old.url || new.tls_ca_file != old.tls_ca_file {
+            return Err("url and tls_ca_file cannot change on reload; restart rowgate".into());
+        }
+        Ok(())
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<UpstreamConfig> {
+        self.inner.cfg.load_full()
+    }
+
+    /// The configured pool size.
+    pub fn size(&self) -> usize {
+        self.inner.cfg.load().pool_size
+    }
+
+    /// Connections lent to clients now.
+    pub fn lent(&self) -> usize {
+        self.inner.lent.load(Ordering::Relaxed)
+    }
+
+    /// Stops lending connections; clients that want one wait up to
+    /// `max_wait` for [`Pool::resume`].
+    pub fn pause(&self, max_wait: Duration) {
+        self.inner.paused.send_replace(Some(max_wait));
+    }
+
+    /// Lends connections again.
+    pub fn resume(&self) {
+        self.inner.paused.send_replace(None);
+    }
+
+    /// Whether the pool is paused.
+    pub fn is_paused(&self) -> bool {
+        self.inner.paused.borrow().is_some()
+    }
+
+    /// Whether every connection is lent (nothing free for a new client).
+    pub fn exhausted(&self) -> bool {
+        self.inner.permits.available_permits() == 0
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn close_idle(&self) {
+        let closed =
+            std::mem::take(&mut *self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        metrics::add(
+            "rowgate_upstream_connections",
+            self.inner.label,
+            -(closed.len() as i64),
+        );
+    }
+
+    /// The idle connections.
+    pub fn idle_servers(&self) -> Vec<ServerInfo> {
+        let idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.iter()
+            .map(|c| ServerInfo {
+                pid: c.pid,
+                age: c.created.elapsed(),
+                idle_for: c.idle_since.elapsed(),
+            })
+            .collect()
+    }
+
+    fn lend(&self, conn: ServerConn, permit: OwnedSemaphorePermit) -> PooledConn {
+        self.inner.lent.fetch_add(1, Ordering::Relaxed);
+        PooledConn {
+            conn: Some(conn),
+            _permit: permit,
+            pool: self.inner.clone(),
+        }
     }
 
     /// Opens a connection outside the pool (for cancel requests and
     /// administrative commands).
     pub async fn connect_unpooled(&self) -> Result<ServerConn, UpstreamError> {
-        ServerConn::connect(
+        let started = Instant::now();
+        let result = ServerConn::connect(
             &self.inner.target,
             self.inner.tls.as_ref(),
-            self.inner.cfg.connect_timeout,
+            self.inner.cfg.load().connect_timeout,
         )
-        .await
+        .await;
+        let kind = if result.is_ok() { "ok" } else { "failed" };
+        metrics::observe("rowgate_upstream_connect_seconds", kind, started.elapsed());
+        result
     }
 
     /// Lends a connection, waiting up to `acquire_timeout` for one to free up.
     pub async fn acquire(&self) -> Result<PooledConn, PoolError> {
-        let cfg = &self.inner.cfg;
+        let cfg = self.inner.cfg.load_full();
         let started = Instant::now();
+        let paused = *self.inner.paused.borrow();
+        if let Some(max_wait) = paused {
+            let mut rx = self.inner.paused.subscribe();
+            let resumed = tokio::time::timeout(max_wait, rx.wait_for(|p| p.is_none())).await;
+            if !matches!(resumed, Ok(Ok(_))) {
+                metrics::incr("rowgate_pool_acquire_timeouts_total", self.inner.label);
+                return Err(PoolError::Paused { waited: max_wait });
+            }
+        }
+        let result = self.acquire_permitted(&cfg, started).await;
+        metrics::observe(
+            "rowgate_pool_acquire_seconds",
+            self.inner.label,
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn acquire_permitted(
+        &self,
+        cfg: &UpstreamConfig,
+        started: Instant,
+    ) -> Result<PooledConn, PoolError> {
         let permit = match tokio::time::timeout(
             cfg.acquire_timeout,
             self.inner.permits.clone().acquire_owned(),
@@ -126,11 +290,7 @@ impl Pool {
             }
         };
         if let Some(conn) = self.take_idle() {
-            return Ok(PooledConn {
-                conn: Some(conn),
-                _permit: permit,
-                pool: self.inner.clone(),
-            });
+            return Ok(self.lend(conn, permit));
         }
         // Boxed: connecting (TLS, SCRAM) is a large future, and inline it
         // would size every client's task, idle or not, for this rare path.
@@ -142,11 +302,7 @@ impl Pool {
             .server_params
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(conn.params.clone()));
-        Ok(PooledConn {
-            conn: Some(conn),
-            _permit: permit,
-            pool: self.inner.clone(),
-        })
+        Ok(self.lend(conn, permit))
     }
 
     /// Opens a connection, retrying with exponential backoff (50 ms doubling
@@ -154,7 +310,7 @@ impl Pool {
     /// rides out an upstream restart instead of failing at once; failures
     /// that retrying cannot fix (bad password, no such database) end at once.
     async fn connect_with_backoff(&self, started: Instant) -> Result<ServerConn, PoolError> {
-        let deadline = started + self.inner.cfg.acquire_timeout;
+        let deadline = started + self.inner.cfg.load().acquire_timeout;
         let mut delay = Duration::from_millis(50);
         loop {
             match self.connect_unpooled().await {
@@ -175,7 +331,7 @@ impl Pool {
 
     /// Most recent idle connection still within its lifetime limits.
     fn take_idle(&self) -> Option<ServerConn> {
-        let cfg = &self.inner.cfg;
+        let cfg = self.inner.cfg.load();
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(mut conn) = idle.pop() {
             let too_old = !cfg.max_lifetime.is_zero() && conn.created.elapsed() > cfg.max_lifetime;
@@ -222,7 +378,7 @@ impl Pool {
                 let Some(inner) = weak.upgrade() else { return };
                 let pool = Pool { inner };
                 pool.prune_idle();
-                while pool.idle_count() < pool.inner.cfg.min_idle {
+                while pool.idle_count() < pool.inner.cfg.load().min_idle {
                     let Ok(permit) = pool.inner.permits.clone().try_acquire_owned() else {
                         break;
                     };
@@ -230,12 +386,7 @@ impl Pool {
                         Ok(conn) => {
                             metrics::incr("rowgate_upstream_connects_total", pool.inner.label);
                             metrics::add("rowgate_upstream_connections", pool.inner.label, 1);
-                            PooledConn {
-                                conn: Some(conn),
-                                _permit: permit,
-                                pool: pool.inner.clone(),
-                            }
-                            .release();
+                            pool.lend(conn, permit).release();
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "upstream connect for min_idle failed");
@@ -309,6 +460,8 @@ impl DerefMut for PooledConn {
 
 impl Drop for PooledConn {
     fn drop(&mut self) {
+        // `release` ends here too, having taken the connection.
+        self.pool.lent.fetch_sub(1, Ordering::Relaxed);
         if self.conn.take().is_some() {
             metrics::add("rowgate_upstream_connections", self.pool.label, -1);
         }

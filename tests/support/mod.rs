@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod jwks;
+pub mod ops;
 mod proxy;
 mod raw;
 mod tokens;

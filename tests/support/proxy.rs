@@ -63,6 +63,11 @@ impl RunningProxy {
             .expect("the test config has an [http] section")
     }
 
+    /// The server itself (shutdown, reload, metrics address).
+    pub fn server(&self) -> &rowgate::Server {
+        &self.server
+    }
+
     /// Upstream connections idle in the pool.
     pub fn idle_upstream(&self) -> usize {
         self.server.idle_upstream_connections()

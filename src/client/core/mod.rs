@@ -90,6 +90,9 @@ pub enum End {
     IdleInTransaction,
     /// rowgate waited too long for the server to answer its own statement.
     OwnTimeout,
+    /// Closed between transactions by a shutdown or an admin `KILL`; the
+    /// message says which.
+    Stopped(&'static str),
 }
 
 impl End {
@@ -102,6 +105,7 @@ impl End {
             End::Protocol(m) => ("08P01", format!("protocol violation: {m}")),
             End::UpstreamLost(m) => ("08006", format!("rowgate lost the upstream connection during a transaction: {m}")),
             End::OwnTimeout => ("08006", "rowgate closed the upstream connection: the server did not answer in time; the transaction was rolled back".into()),
+            End::Stopped(m) => ("57P01", (*m).into()),
         })
     }
 }
@@ -366,6 +370,19 @@ impl Core {
     pub fn idle_in_transaction(&self) -> bool {
         matches!(&self.link, Link::Attached(a)
             if a.queue.is_empty() && a.status != b'I' && matches!(a.hold, Hold::None) && !a.pinned)
+    }
+
+    /// Whether the client is between transactions: holding no connection,
+    /// or (pinned to one by session state) with nothing in flight on it and
+    /// no transaction open. A drain closes clients only then.
+    pub fn between_transactions(&self) -> bool {
+        match &self.link {
+            Link::Detached => true,
+            Link::Acquiring(_) => false,
+            Link::Attached(a) => {
+                a.queue.is_empty() && a.status == b'I' && matches!(a.hold, Hold::None)
+            }
+        }
     }
 
     /// Whether the client is between transactions holding nothing.
