@@ -477,3 +477,106 @@ async fn metrics_parse_as_prometheus_text_with_latency_histograms() {
     assert_eq!(http_get(maddr, "/healthz").await, (200, "ok\n".into()));
     assert_eq!(http_get(maddr, "/readyz").await, (200, "ready\n".into()));
 }
+
+/// Logs in as service `name` with `password` (SCRAM, as every driver does).
+async fn service_login(
+    proxy: &support::RunningProxy,
+    name: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(proxy.port())
+        .user(name)
+        .dbname(proxy.dbname())
+        .password(password)
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rotates_a_service_password_while_its_pool_stays_connected() {
+    let db = pg().new_database();
+    let service = |pw: &str| format!("[[services]]\nname = \"billing\"\npassword = \"{pw}\"\n");
+    let before = config(&db, 2, "", &service("old-secret"));
+    let proxy = rowgate(&before).await;
+    let pooled = service_login(&proxy, "billing", "old-secret")
+        .await
+        .expect("the service logs in");
+    pooled.simple_query("SELECT 1").await.unwrap();
+
+    let after = config(&db, 2, "", &service("new-secret"));
+    proxy
+        .server()
+        .reload(rowgate::Config::from_toml(&after).unwrap())
+        .await
+        .expect("reload accepted");
+    let e = service_login(&proxy, "billing", "old-secret")
+        .await
+        .expect_err("the old password no longer logs in");
+    assert_eq!(code(&e), "28P01");
+    service_login(&proxy, "billing", "new-secret")
+        .await
+        .expect("the new password logs in")
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    pooled
+        .simple_query("SELECT 1")
+        .await
+        .expect("a connection opened with the old password stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_resizes_each_database_and_refuses_a_new_one() {
+    let (a, b) = (pg().new_database(), pg().new_database());
+    let text = |size_b: usize, extra: &str| {
+        format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\n\
+             [databases.{an}]\nurl = \"{au}\"\npool_size = 2\n\
+             [databases.{bn}]\nurl = \"{bu}\"\npool_size = {size_b}\n{extra}\
+             [auth]\nissuer = \"{iss}\"\npublic_key_file = \"{pem}\"\n{ops}",
+            an = a.name(),
+            au = a.authenticator_url(),
+            bn = b.name(),
+            bu = b.authenticator_url(),
+            iss = support::ISSUER,
+            pem = keys().public_pem_path.display(),
+            ops = ops_config(),
+        )
+    };
+    let proxy = rowgate(&text(1, "")).await;
+    let c = console(proxy.port(), ADMIN_PASSWORD).await.unwrap();
+    let size_of = |pools: &[std::collections::HashMap<String, String>], name: &str| {
+        pools.iter().find(|r| r["database"] == name).unwrap()["pool_size"].clone()
+    };
+    let pools = rows(&c, "SHOW POOLS").await;
+    assert_eq!(pools.len(), 2, "one row per database");
+    assert_eq!(size_of(&pools, b.name()), "1");
+
+    proxy
+        .server()
+        .reload(rowgate::Config::from_toml(&text(4, "")).unwrap())
+        .await
+        .expect("reload accepted");
+    let pools = rows(&c, "SHOW POOLS").await;
+    assert_eq!(size_of(&pools, a.name()), "2");
+    assert_eq!(size_of(&pools, b.name()), "4");
+
+    // A database added by a reload needs a restart; nothing changes.
+    let added = text(
+        9,
+        &format!("[databases.extra]\nurl = \"{}\"\n", a.authenticator_url()),
+    );
+    let e = proxy
+        .server()
+        .reload(rowgate::Config::from_toml(&added).unwrap())
+        .await
+        .unwrap_err();
+    assert!(e.contains("restart"), "{e}");
+    assert_eq!(size_of(&rows(&c, "SHOW POOLS").await, b.name()), "4");
+}

@@ -10,8 +10,8 @@ use support::{pg, token};
 
 /// A self-signed certificate for `localhost`/127.0.0.1, readable by the
 /// postgres server (which refuses a key others can read).
-fn make_cert() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rowgate-tls-{}", std::process::id()));
+fn make_cert(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rowgate-tls-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // A CA, and a server certificate it signs (webpki refuses a CA
     // certificate used as the server's own).
@@ -156,7 +156,7 @@ fn psql_ok(conninfo: String, sql: &'static str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_on_both_sides() {
-    let dir = make_cert();
+    let dir = make_cert("both");
     enable_server_ssl(&dir).await;
     let db = pg().new_database();
     let url = format!(
@@ -237,4 +237,83 @@ async fn tls_on_both_sides() {
         "{msg}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// psql's sslmode=verify-full against `ca`: Ok(user id) or the error.
+fn psql_verified(port: u16, dbname: &str, ca: &Path) -> Result<String, String> {
+    let conninfo = format!(
+        "host=localhost port={port} dbname={dbname} user=u sslmode=verify-full sslrootcert={}",
+        ca.display()
+    );
+    let out = support::psql(&conninfo, &token("user_alice"), "select auth.user_id()");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_a_renewed_certificate_while_clients_stay() {
+    let (dir, renewed) = (make_cert("old"), make_cert("renewed"));
+    let db = pg().new_database();
+    let url = format!(
+        "postgres://authenticator:{}@127.0.0.1:{}/{}",
+        support::AUTHENTICATOR_PASSWORD,
+        pg().port(),
+        db.name()
+    );
+    let text = config(&db, &url, &dir, "");
+    let proxy = support::rowgate(&text).await;
+    let (port, dbname) = (proxy.port(), proxy.dbname().to_owned());
+    let connected = proxy.connect(&token("user_bob")).await.unwrap();
+    let (d, c) = (dbname.clone(), renewed.join("ca.pem"));
+    let before = tokio::task::spawn_blocking(move || psql_verified(port, &d, &c))
+        .await
+        .unwrap();
+    assert!(
+        before.is_err(),
+        "the renewed CA verified the old certificate"
+    );
+
+    // The certificate is renewed in place (as cert-manager or certbot do),
+    // then rowgate is told to reload.
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(renewed.join(f), dir.join(f)).unwrap();
+    }
+    let summary = proxy
+        .server()
+        .reload(rowgate::Config::from_toml(&text).unwrap())
+        .await
+        .expect("reload accepted");
+    assert!(summary.contains("reloaded"), "{summary}");
+    let (d, c) = (dbname.clone(), renewed.join("ca.pem"));
+    let after = tokio::task::spawn_blocking(move || psql_verified(port, &d, &c))
+        .await
+        .unwrap();
+    assert_eq!(
+        after.as_deref(),
+        Ok("user_alice"),
+        "new clients get the renewed certificate"
+    );
+    connected
+        .simple_query("SELECT 1")
+        .await
+        .expect("a client connected before the reload stays");
+
+    // A broken certificate file keeps the one in force, and says why.
+    std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
+    let e = proxy
+        .server()
+        .reload(rowgate::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap_err();
+    assert!(e.contains("cert"), "{e}");
+    let (d, c) = (dbname, renewed.join("ca.pem"));
+    let still = tokio::task::spawn_blocking(move || psql_verified(port, &d, &c))
+        .await
+        .unwrap();
+    assert_eq!(still.as_deref(), Ok("user_alice"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&renewed);
 }

@@ -571,7 +571,7 @@ fn show_config(shared: &Shared, reply: &mut Reply) {
         [
             "listen.tls".into(),
             c.listen.tls_cert_file.is_some().to_string(),
-            no.into(),
+            yes.into(),
         ],
         [
             "listen.max_client_connections".into(),

@@ -1,5 +1,6 @@
 //! Reload (SIGHUP, admin `RELOAD`): keys and issuers, identity mapping,
-//! guard rules, pool sizes and timeouts, limits and the admin password
+//! guard rules, pool sizes and timeouts, limits, service and admin
+//! passwords, and the client TLS certificate (read again from its files)
 //! change while clients stay connected. Everything is checked before
 //! anything changes: a bad configuration keeps the old one, and says why.
 
@@ -42,11 +43,13 @@ async fn apply_locked(shared: &Shared, new: &Config) -> Result<String, String> {
     crate::guard::Guard::new(&new.guard).map_err(|e| format!("[guard] {e}"))?;
     let services = crate::auth::Services::new(&new.services, &new.auth)
         .map_err(|e| format!("[[services]] {e}"))?;
+    let tls = crate::client::listen_tls(&new.listen)?;
     // The last fallible step, and the slowest (JWKS fetches): it checks
     // everything before it changes anything.
     shared.databases.reload(&old, new).await?;
     shared.guard.reload(&new.guard)?;
     shared.services.store(std::sync::Arc::new(services));
+    shared.tls.store(tls.map(std::sync::Arc::new));
     shared.ops.install(new, password);
     let sizes = |c: &Config| {
         let mut v: Vec<String> = c.upstream.iter().map(|u| u.pool_size.to_string()).collect();
@@ -61,9 +64,8 @@ async fn apply_locked(shared: &Shared, new: &Config) -> Result<String, String> {
     let restart_only = [
         ("[listen] addr", old.listen.addr != new.listen.addr),
         (
-            "[listen] tls_cert_file/tls_key_file",
-            old.listen.tls_cert_file != new.listen.tls_cert_file
-                || old.listen.tls_key_file != new.listen.tls_key_file,
+            "[http] (its address and TLS)",
+            format!("{:?}", old.http) != format!("{:?}", new.http),
         ),
         ("[metrics] addr", old.metrics.addr != new.metrics.addr),
         (

@@ -30,8 +30,9 @@ pub struct Shared {
     /// The databases clients can connect to: each with its pool, its token
     /// verifier and its identity statement.
     pub databases: Databases,
-    /// Client-side TLS, when configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Client-side TLS, when configured; replaced on reload (a renewed
+    /// certificate is read again from its files).
+    pub tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
     /// Cancel keys.
     pub cancels: CancelRegistry,
     /// Refuses statements a client must not send.
@@ -130,12 +131,7 @@ impl Shared {
     /// guard, the seal, TLS and the cancel registry.
     pub async fn new(config: Config) -> Result<Shared, StartError> {
         let peers = config.peers.peers().map_err(StartError::Config)?;
-        let tls = match (&config.listen.tls_cert_file, &config.listen.tls_key_file) {
-            (Some(cert), Some(key)) => {
-                Some(tls::acceptor("[listen]", cert, key).map_err(StartError::Config)?)
-            }
-            _ => None,
-        };
+        let tls = listen_tls(&config.listen).map_err(StartError::Config)?;
         let pins = &config.session_state;
         let guard = crate::guard::Guard::new(&config.guard)
             .map_err(|e| StartError::Config(format!("[guard] {e}")))?
@@ -159,9 +155,20 @@ impl Shared {
             sealer,
             config,
             databases,
-            tls,
+            tls: arc_swap::ArcSwapOption::new(tls.map(Arc::new)),
             cancels: CancelRegistry::new(peers),
         })
+    }
+}
+
+/// The client-side TLS of `[listen]`, read from its certificate and key
+/// files (at start, and again on every reload).
+pub fn listen_tls(
+    listen: &crate::config::ListenConfig,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    match (&listen.tls_cert_file, &listen.tls_key_file) {
+        (Some(cert), Some(key)) => tls::acceptor("[listen]", cert, key).map(Some),
+        _ => Ok(None),
     }
 }
 

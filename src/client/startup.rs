@@ -94,7 +94,7 @@ pub async fn handshake(
             Err(e) => return Err((Some(stream), e.into())),
         };
         match packet {
-            StartupPacket::SslRequest => match (&shared.tls, stream) {
+            StartupPacket::SslRequest => match (shared.tls.load_full(), stream) {
                 (Some(acceptor), Stream::Plain(mut tcp)) => {
                     if !buf.is_empty() {
                         // Bytes sent before the TLS handshake could have been
