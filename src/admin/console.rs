@@ -6,7 +6,7 @@
 
 use super::lifecycle::{Phase, ShutdownMode};
 use super::registry::StopRequest;
-use super::scram::Exchange;
+use crate::client::startup::StartupEnd;
 use crate::client::Shared;
 use crate::wire::backend::{self, Severity};
 use crate::wire::stream::Stream;
@@ -107,14 +107,18 @@ pub async fn serve(
         .await;
         return;
     };
-    match tokio::time::timeout(LOGIN_TIMEOUT, login(&mut stream, &mut pending, &password)).await {
+    // The same SCRAM-SHA-256 exchange as a service login.
+    let verifier = crate::auth::scram::Verifier::from_password(&password);
+    let login = crate::client::scram(&mut stream, &mut pending, &[], ADMIN_USER, true, verifier);
+    match tokio::time::timeout(LOGIN_TIMEOUT, login).await {
         Ok(Ok(())) => {}
-        Ok(Err((code, message))) => {
+        Ok(Err(StartupEnd::Refuse { code, message })) => {
             crate::metrics::incr("rowgate_admin_logins_total", "refused");
             tracing::info!(%peer, "admin console login refused: {message}");
             fatal(&mut stream, code, &message).await;
             return;
         }
+        Ok(Err(_)) => return,
         Err(_) => {
             crate::metrics::incr("rowgate_admin_logins_total", "timeout");
             fatal(&mut stream, "08006", "admin console login timed out").await;
@@ -194,66 +198,6 @@ pub async fn serve(
 
 async fn fatal(stream: &mut Stream, code: &str, message: &str) {
     crate::client::startup::send_fatal(stream, code, message).await;
-}
-
-/// SCRAM-SHA-256 login, as PostgreSQL does it.
-async fn login(
-    stream: &mut Stream,
-    pending: &mut BytesMut,
-    password: &str,
-) -> Result<(), (&'static str, String)> {
-    let io = |_| ("08006", "the console client went away".to_string());
-    let sasl = crate::wire::build(b'R', |b| {
-        b.put_i32(10);
-        put_cstr(b, b"SCRAM-SHA-256");
-        b.put_u8(0);
-    });
-    stream.write_all(&sasl).await.map_err(io)?;
-    let first = read_password_message(stream, pending).await?;
-    let mut r = Reader::new(&first, "SASLInitialResponse");
-    let bad = |_| ("08P01", "malformed SASLInitialResponse".to_string());
-    let mechanism = r.cstr().map_err(bad)?;
-    if mechanism != b"SCRAM-SHA-256" {
-        return Err((
-            "28000",
-            "the admin console offers SCRAM-SHA-256 only".into(),
-        ));
-    }
-    let len = r.i32().map_err(bad)?;
-    let data = r.bytes(len.max(0) as usize).map_err(bad)?;
-    let exchange = Exchange::start(data, password).map_err(|e| ("28P01", e.to_string()))?;
-    let cont = crate::wire::build(b'R', |b| {
-        b.put_i32(11);
-        b.put_slice(exchange.server_first().as_bytes());
-    });
-    stream.write_all(&cont).await.map_err(io)?;
-    let last = read_password_message(stream, pending).await?;
-    let server_final = exchange
-        .finish(&last)
-        .map_err(|e| ("28P01", e.to_string()))?;
-    let fin = crate::wire::build(b'R', |b| {
-        b.put_i32(12);
-        b.put_slice(server_final.as_bytes());
-    });
-    stream.write_all(&fin).await.map_err(io)?;
-    Ok(())
-}
-
-async fn read_password_message(
-    stream: &mut Stream,
-    pending: &mut BytesMut,
-) -> Result<Vec<u8>, (&'static str, String)> {
-    loop {
-        match next_frame(pending, MAX_PREAUTH_LEN) {
-            Ok(Some(f)) if f.tag() == b'p' => return Ok(f.body().to_vec()),
-            Ok(Some(_)) => return Err(("08P01", "expected a SASL response".into())),
-            Ok(None) => match stream.read_more(pending).await {
-                Ok(n) if n > 0 => {}
-                _ => return Err(("08006", "the console client went away".into())),
-            },
-            Err(e) => return Err(("08P01", e.to_string())),
-        }
-    }
 }
 
 /// The commands, for errors and `SHOW HELP`.
@@ -514,13 +458,7 @@ fn show_servers(shared: &Shared, reply: &mut Reply) {
 
 fn show_stats(shared: &Shared, reply: &mut Reply) {
     use crate::metrics::{get, observed};
-    let avg = |total: Duration, n: u64| {
-        if n == 0 {
-            0
-        } else {
-            total.as_micros() as u64 / n
-        }
-    };
+    let avg = |total: Duration, n: u64| (total.as_micros() as u64).checked_div(n).unwrap_or(0);
     // Per metrics label: every database of the wildcard shares `*`.
     let mut labels: Vec<&'static str> = databases(shared).iter().map(|d| d.label()).collect();
     labels.dedup();

@@ -13,7 +13,6 @@ pub mod lifecycle;
 pub mod limits;
 pub mod registry;
 pub mod reload;
-mod scram;
 mod shutdown;
 
 pub use config::AdminConfig;

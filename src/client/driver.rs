@@ -100,7 +100,7 @@ pub(super) async fn run(
         if let Some(End::UpstreamLost(m)) = d.core.ended() {
             tracing::info!("session ended: upstream lost: {m}");
         }
-        let _ = d.client.write_all(d.core.to_client()).await;
+        let _ = d.client.write_all(d.core.client_out()).await;
         super::startup::send_fatal(&mut d.client, code, &message).await;
     }
 }
@@ -142,7 +142,7 @@ impl Driver {
     async fn feed_client(&mut self) {
         // `[listen] max_message_size`, as in force (a reload may change it).
         let max = self.shared.ops.max_message_size();
-        while self.core.wants_client() && self.core.to_server().len() < MAX_PENDING_UPSTREAM {
+        while self.core.wants_client() && self.core.server_out().len() < MAX_PENDING_UPSTREAM {
             match peek_frame_len(&self.crbuf, max) {
                 Ok(Some(len)) if self.crbuf.len() >= len => {}
                 Ok(_) => break,
@@ -268,11 +268,11 @@ impl Driver {
         // sockets hold, and the server stops reading while its replies are
         // not read.
         if self.upstream.is_none() {
-            self.core.to_server().clear();
+            self.core.server_out().clear();
         }
-        if !self.core.to_client().is_empty() && self.core.ended().is_none() {
-            let result = self.client.write_all(self.core.to_client()).await;
-            self.core.to_client().clear();
+        if !self.core.client_out().is_empty() && self.core.ended().is_none() {
+            let result = self.client.write_all(self.core.client_out()).await;
+            self.core.client_out().clear();
             if result.is_err() {
                 self.core.client_gone(End::ClientGone);
             }
@@ -280,7 +280,7 @@ impl Driver {
         if self.core.ended().is_some()
             && !matches!(self.core.ended(), Some(e) if e.fatal().is_some())
         {
-            self.core.to_client().clear();
+            self.core.client_out().clear();
         }
         if !self.crbuf.is_empty() || !self.core.detached() {
             return;
@@ -290,8 +290,8 @@ impl Driver {
         if self.crbuf.capacity() > 0 {
             self.crbuf = BytesMut::new();
         }
-        if self.core.to_client().capacity() > 4096 {
-            *self.core.to_client() = BytesMut::new();
+        if self.core.client_out().capacity() > 4096 {
+            *self.core.client_out() = BytesMut::new();
         }
     }
 
@@ -315,7 +315,7 @@ impl Driver {
         };
         let own_deadline = self.own_deadline;
         let between = self.core.between_transactions() && self.core.ended().is_none();
-        let to_server = self.core.to_server();
+        let to_server = self.core.server_out();
         let mut up = self.upstream.as_mut().map(|c| {
             let c = &mut **c;
             (tokio::io::split(&mut c.stream), &mut c.rbuf)
@@ -363,8 +363,8 @@ impl Driver {
             Event::Server(Ok(_)) => self.feed_server(),
             Event::Wrote(Ok(n)) => {
                 use bytes::Buf;
-                self.core.to_server().advance(n);
-                if self.core.to_server().is_empty() {
+                self.core.server_out().advance(n);
+                if self.core.server_out().is_empty() {
                     // Each flush upstream is at most one round trip; benches
                     // compare this with transactions to show injection adds
                     // none.

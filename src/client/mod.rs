@@ -8,7 +8,7 @@ mod driver;
 mod params;
 pub mod peers;
 mod service_login;
-pub use service_login::Login;
+pub use service_login::{scram, Login};
 pub mod startup;
 pub(crate) mod tls;
 

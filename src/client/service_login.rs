@@ -112,16 +112,18 @@ async fn read_p(stream: &mut Stream, buf: &mut BytesMut) -> Result<bytes::Bytes,
     Ok(bytes::Bytes::copy_from_slice(frame.body()))
 }
 
-/// Runs the SCRAM exchange after `prefix` (e.g. NegotiateProtocolVersion).
-/// On success, AuthenticationSASLFinal has been sent; AuthenticationOk is
-/// the caller's. Timing: the same work runs for an unknown name (dummy
-/// verifier) as for a wrong password; the proof check is constant-time.
+/// Runs the SCRAM exchange after `prefix` (e.g. NegotiateProtocolVersion),
+/// for a service login or the admin console. `known`: the login name
+/// exists (else `verifier` is a dummy and the login always fails). On
+/// success, AuthenticationSASLFinal has been sent; AuthenticationOk is the
+/// caller's. Timing: the same work runs for an unknown name as for a wrong
+/// password; the proof check is constant-time.
 pub async fn scram(
     stream: &mut Stream,
     buf: &mut BytesMut,
     prefix: &[u8],
     user: &str,
-    service: Option<&Arc<Service>>,
+    known: bool,
     verifier: Verifier,
 ) -> Result<(), StartupEnd> {
     let mut out = BytesMut::from(prefix);
@@ -151,9 +153,7 @@ pub async fn scram(
         });
     }
     let refuse = |e: ScramError| {
-        let name = service.map_or("(unknown)", |s| s.name.as_str());
-        tracing::info!(service = name, reason = %e, "service login refused");
-        crate::metrics::incr("rowgate_auth_failures_total", "service_login");
+        tracing::info!(reason = %e, "password login refused");
         match e {
             ScramError::BadProof => failed(user),
             other => StartupEnd::Refuse {
@@ -168,7 +168,7 @@ pub async fn scram(
         .await?;
     let fin = read_p(stream, buf).await?;
     let server_final = server.finish(&fin).map_err(refuse)?;
-    if service.is_none() {
+    if !known {
         // A dummy verifier cannot match, but never let it log anyone in.
         return Err(failed(user));
     }

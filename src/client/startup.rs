@@ -216,15 +216,11 @@ async fn authenticate(
     let method = super::service_login::method_for(&user, &shared.services.load(), &auth);
     if let super::service_login::Method::Scram(service, verifier) = method {
         use super::service_login::{scram, Login};
-        let done = scram(
-            &mut stream,
-            &mut buf,
-            &out,
-            &user,
-            service.as_ref(),
-            verifier,
-        )
-        .await;
+        let known = service.is_some();
+        let done = scram(&mut stream, &mut buf, &out, &user, known, verifier).await;
+        if matches!(done, Err(StartupEnd::Refuse { .. })) {
+            crate::metrics::incr("rowgate_auth_failures_total", "service_login");
+        }
         return match (done, service) {
             (Ok(()), Some(service)) => {
                 let identity = match &service.default_identity {

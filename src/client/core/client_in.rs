@@ -81,7 +81,6 @@ impl Core {
                             .extend_from_slice(&backend::ready_for_query(b'I'));
                     }
                 }
-                return;
             }
             Phase::Ready => {
                 let Some(frame) = self.begin_batch(frame) else {

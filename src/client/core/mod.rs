@@ -302,12 +302,12 @@ impl Core {
     }
 
     /// Bytes for the client; the driver writes and clears them.
-    pub fn to_client(&mut self) -> &mut BytesMut {
+    pub fn client_out(&mut self) -> &mut BytesMut {
         &mut self.to_client
     }
 
     /// Bytes for the upstream connection; the driver writes and clears them.
-    pub fn to_server(&mut self) -> &mut BytesMut {
+    pub fn server_out(&mut self) -> &mut BytesMut {
         &mut self.to_server
     }
 
@@ -348,7 +348,7 @@ impl Core {
                 // Anything after a multi-statement query waits for its
                 // ReadyForQuery, which says where it left the transaction.
                 let unknown = matches!(a.txn, Txn::Unknown { .. }) && a.queue.batch_in_flight();
-                !(between && a.fx.any()) && !unknown
+                !(unknown || between && a.fx.any())
             }
         }
     }

@@ -421,11 +421,13 @@ fn forget_changed_statement(a: &mut Attachment, error: &[u8]) {
 
 /// Pops the entry a completion message answers, if it is the right one.
 fn pop_reply(a: &mut Attachment, tag: u8) -> Option<Route> {
-    let expected = match (tag, a.queue.front_kind()?) {
-        (b'1', Kind::Parse(_)) | (b'2', Kind::Bind) | (b'3', Kind::Close) => true,
-        (b'C' | b'I' | b's', Kind::Execute) => true,
-        _ => false,
-    };
+    let expected = matches!(
+        (tag, a.queue.front_kind()?),
+        (b'1', Kind::Parse(_))
+            | (b'2', Kind::Bind)
+            | (b'3', Kind::Close)
+            | (b'C' | b'I' | b's', Kind::Execute)
+    );
     if !expected {
         return None;
     }
