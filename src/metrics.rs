@@ -77,10 +77,11 @@ const BY_DATABASE: &[&str] = &[
 ];
 
 fn label_key(name: &'static str, otherwise: &'static str) -> &'static str {
-    if BY_DATABASE.contains(&name) {
-        "database"
-    } else {
-        otherwise
+    match name {
+        n if BY_DATABASE.contains(&n) => "database",
+        "rowgate_server_errors_total" => "class",
+        "rowgate_bytes_total" => "direction",
+        _ => otherwise,
     }
 }
 

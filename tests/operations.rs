@@ -428,6 +428,8 @@ async fn metrics_parse_as_prometheus_text_with_latency_histograms() {
     for _ in 0..3 {
         app.simple_query("SELECT 1").await.unwrap();
     }
+    let e = app.simple_query("SELECT 1/0").await.unwrap_err();
+    assert_eq!(code(&e), "22012");
     let _again = proxy.connect(&t).await.unwrap();
     let _ = proxy.connect("not-a-token").await.unwrap_err();
     let maddr = proxy.server().metrics_addr().unwrap();
@@ -474,6 +476,17 @@ async fn metrics_parse_as_prometheus_text_with_latency_histograms() {
         "{text}"
     );
     assert!(find("rowgate_transactions_total", None).is_some(), "{text}");
+    assert!(find("rowgate_statements_total", None).is_some(), "{text}");
+    for direction in ["from_client", "from_server"] {
+        assert!(
+            find("rowgate_bytes_total", Some(("direction", direction))).is_some(),
+            "{text}"
+        );
+    }
+    assert!(
+        find("rowgate_server_errors_total", Some(("class", "22"))).is_some(),
+        "{text}"
+    );
     assert_eq!(http_get(maddr, "/healthz").await, (200, "ok\n".into()));
     assert_eq!(http_get(maddr, "/readyz").await, (200, "ready\n".into()));
 }

@@ -153,6 +153,9 @@ impl Driver {
                 Ok(None) => break,
                 Err(e) => return self.core.client_gone(End::Protocol(e.to_string())),
             };
+            if matches!(frame.tag(), b'Q' | b'E') {
+                crate::metrics::incr("rowgate_statements_total", "");
+            }
             if matches!(frame.tag(), b'Q' | b'P') && frame.body().len() > BIG_STATEMENT {
                 self.warm_guard(frame.body().to_vec()).await;
             }
@@ -255,7 +258,7 @@ impl Driver {
                 }
                 r = self.client.read_more(&mut self.crbuf), if room => match r {
                     Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
+                    Ok(n) => from_client(n),
                 },
             }
         }
@@ -355,12 +358,15 @@ impl Driver {
     async fn on_event(&mut self, event: Event) {
         match event {
             Event::Client(Ok(0)) | Event::Client(Err(_)) => self.client_eof = true,
-            Event::Client(Ok(_)) => {}
+            Event::Client(Ok(n)) => from_client(n),
             Event::Server(Ok(0)) => self
                 .core
                 .upstream_lost("server closed the connection".into()),
             Event::Server(Err(e)) => self.core.upstream_lost(e.to_string()),
-            Event::Server(Ok(_)) => self.feed_server(),
+            Event::Server(Ok(n)) => {
+                crate::metrics::add("rowgate_bytes_total", "from_server", n as i64);
+                self.feed_server()
+            }
             Event::Wrote(Ok(n)) => {
                 use bytes::Buf;
                 self.core.server_out().advance(n);
@@ -405,4 +411,9 @@ impl Driver {
             }
         }
     }
+}
+
+/// Counts bytes a client sent (`rowgate_bytes_total{direction}`).
+fn from_client(n: usize) {
+    crate::metrics::add("rowgate_bytes_total", "from_client", n as i64);
 }

@@ -179,10 +179,41 @@ pub fn parse_error_fields(body: &[u8]) -> Result<ErrorFields, WireError> {
     }
 }
 
+/// The SQLSTATE classes PostgreSQL defines (Appendix A), as metric labels.
+const SQLSTATE_CLASSES: &[&str] = &[
+    "00", "01", "02", "03", "08", "09", "0A", "0B", "0F", "0L", "0P", "0Z", "20", "21", "22", "23",
+    "24", "25", "26", "27", "28", "2B", "2D", "2F", "34", "38", "39", "3B", "3D", "3F", "40", "42",
+    "44", "53", "54", "55", "57", "58", "72", "F0", "HV", "P0", "XX",
+];
+
+/// The SQLSTATE class (first two characters) of an ErrorResponse body, as
+/// a fixed label: `other` for a class PostgreSQL does not define or a body
+/// without a code.
+pub fn error_class(body: &[u8]) -> &'static str {
+    let mut fields = body.split(|&b| b == 0);
+    let code = fields.find_map(|f| f.strip_prefix(b"C"));
+    code.and_then(|c| c.get(..2))
+        .and_then(|class| SQLSTATE_CLASSES.iter().find(|k| k.as_bytes() == class))
+        .copied()
+        .unwrap_or("other")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::{next_frame, MAX_MESSAGE_LEN};
+
+    #[test]
+    fn error_classes_are_fixed_labels() {
+        let class = |code: &str| {
+            let msg = error_response(Severity::Error, code, "m");
+            error_class(&msg[5..])
+        };
+        assert_eq!(class("42501"), "42");
+        assert_eq!(class("0A000"), "0A");
+        assert_eq!(class("ZZ999"), "other");
+        assert_eq!(error_class(b"Mno code\0\0"), "other");
+    }
     use bytes::BytesMut;
 
     #[test]

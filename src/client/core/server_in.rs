@@ -203,6 +203,10 @@ impl Core {
                 return self.drop_link();
             }
         } else {
+            // Errors the server sent this client, by class (rowgate's own
+            // refusals have their own counters).
+            let class = crate::wire::backend::error_class(frame.body());
+            crate::metrics::incr("rowgate_server_errors_total", class);
             match &front.on_error {
                 Some(rewrite) => {
                     let rewritten = rewrite.apply(frame.as_bytes());
