@@ -303,9 +303,28 @@ impl Core {
     /// implicit transaction of the batch ends with it.
     fn end_of_batch(&mut self) {
         if let Link::Attached(a) = &mut self.link {
-            if let Txn::Open { block: false, .. } = a.txn {
-                a.txn = Txn::Idle;
-                self.inband_transaction_over();
+            match a.txn {
+                Txn::Open { block: false, .. } => {
+                    a.txn = Txn::Idle;
+                    self.inband_transaction_over();
+                }
+                // A block rowgate is not sure of (a bound BEGIN never
+                // executed, one behind a message that may fail) may not be
+                // open: then this ended the transaction, and the next
+                // statement needs the identity again. In a real block,
+                // setting it again changes nothing.
+                Txn::Open {
+                    block: true,
+                    identity: IdentityState::Set,
+                    sure: false,
+                } => {
+                    a.txn = Txn::Open {
+                        block: true,
+                        identity: IdentityState::Reassert,
+                        sure: false,
+                    };
+                }
+                _ => {}
             }
         }
     }

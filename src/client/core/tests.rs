@@ -695,3 +695,26 @@ fn a_session_set_holds_the_next_batch_until_it_is_read_back() {
     c.attach(ConnState::default());
     assert!(!c.wants_client(), "the SET's outcome must be known first");
 }
+
+#[test]
+fn a_query_after_a_bound_but_unexecuted_begin_gets_its_identity() {
+    // Found by the fuzzer (seed 1, 50,000 cases): BEGIN is bound but never
+    // executed, so the simple query in the same unsynced batch ends the
+    // implicit transaction; the next query is a transaction of its own.
+    let raw = |tag: u8, body: &[u8]| frame(tag, body).as_bytes().to_vec();
+    let steps = [
+        Step::Client(raw(b'Q', b"select 1\0")),
+        Step::Lend(false),
+        Step::Client(raw(b'P', b"s2\0begin\0\0\0")),
+        Step::Lend(true),
+        Step::Client(raw(b'B', b"\0s2\0\0\0\0\0\0\0")),
+        Step::Client(raw(b'Q', b"select 1\0")),
+        Step::Client(raw(b'Q', b"set application_name = 'x'\0")),
+        Step::Server(3),
+        Step::Server(2),
+        Step::Server(3),
+        Step::Server(4),
+    ];
+    let violations = drive(&shared(), &steps);
+    assert!(violations.is_empty(), "{violations:?}");
+}
