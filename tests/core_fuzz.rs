@@ -206,7 +206,10 @@ async fn after_every_fuzzed_session_the_next_client_is_served() {
             "session {i} (seed {seed})"
         );
         if sessions >= 1000 && (i + 1 - from) % 1000 == 0 {
-            eprintln!("{} fuzzed sessions, next client served after each", i + 1 - from);
+            eprintln!(
+                "{} fuzzed sessions, next client served after each",
+                i + 1 - from
+            );
         }
     }
 }

@@ -148,3 +148,43 @@ pub fn cpu_micros(pid: u32) -> Option<u64> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Some(ticks * 1_000_000 / hz)
 }
+
+/// utime+stime of `pid` (clock ticks), its parent's pid, and the times of
+/// its reaped children (cutime+cstime), from /proc/<pid>/stat.
+fn stat_ticks(pid: u32) -> Option<(u32, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    let ppid = f.get(1)?.parse::<u32>().ok()?;
+    Some((ppid, n(11)? + n(12)?, n(13)? + n(14)?))
+}
+
+/// CPU time PostgreSQL has used so far, in microseconds: the postmaster
+/// (pid from `postmaster.pid` in `data_dir`) with the children it reaped,
+/// plus every live child (backends, background processes). Differences
+/// of two readings are exact for backends that live through both and for
+/// those that start or end in between.
+pub fn postgres_cpu_micros(data_dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let postmaster: u32 = text.lines().next()?.trim().parse().ok()?;
+    let (_, own, reaped) = stat_ticks(postmaster)?;
+    let mut ticks = own + reaped;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some((ppid, t, _)) = stat_ticks(pid) {
+            if ppid == postmaster {
+                ticks += t;
+            }
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1_000_000 / hz)
+}

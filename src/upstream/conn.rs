@@ -118,7 +118,7 @@ pub struct ServerConn {
     /// Statements prepared on this connection by rowgate.
     pub prepared: PreparedSet,
     /// Whether rowgate's identity statement is prepared here.
-    pub identity_prepared: bool,
+    pub identity_prepared: u64,
     /// When the connection was opened (for `max_lifetime`).
     pub created: Instant,
     /// When it was last returned to the pool (for `idle_timeout`).
@@ -188,7 +188,7 @@ impl ServerConn {
             pid: 0,
             secret: 0,
             prepared: PreparedSet::default(),
-            identity_prepared: false,
+            identity_prepared: 0,
             created: Instant::now(),
             idle_since: Instant::now(),
         };

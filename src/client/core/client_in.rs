@@ -822,7 +822,7 @@ fn prepare(
 /// Forgets what rowgate believed was prepared on this connection.
 fn forget_prepared(a: &mut Attachment) {
     a.conn.prepared.clear();
-    a.conn.identity_prepared = false;
+    a.conn.identity_prepared = 0;
 }
 
 #[cfg(test)]

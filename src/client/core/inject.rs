@@ -3,13 +3,9 @@
 
 use super::expect::{Expect, Kind, ParseNote};
 use super::{Attachment, Core, IdentityState, Link, Txn};
-use crate::client::params::array_literal;
 use crate::guard::{ModeSettings, TxnEffect, TxnModes};
 use crate::wire::frontend;
-use bytes::{Bytes, BytesMut};
-
-/// Name of rowgate's identity statement on every upstream connection.
-pub(super) const IDENTITY_STATEMENT: &[u8] = b"rowgate_identity";
+use bytes::BytesMut;
 
 /// The statement (and portal) that sets a transaction's modes from the
 /// client's session characteristics.
@@ -85,28 +81,12 @@ impl Core {
     /// the identity (so it always wins), then the seal's name if on. Called
     /// when they change, not per transaction.
     pub(super) fn encode_settings(&mut self) {
-        let client = self.params.settings();
-        let count = self.params.settings().count();
-        let identity = self
-            .database
-            .auth()
-            .setting_names()
-            .iter()
-            .map(String::as_str)
-            .zip(self.identity.values.iter().map(String::as_str));
-        let (mut names, values): (Vec<&str>, Vec<&str>) = client.chain(identity).unzip();
-        if self.shared.sealer.is_some() {
-            names.push(crate::guard::Sealer::SETTING);
-        }
-        self.encoded.names = Bytes::from(array_literal(names));
-        let mut literal = array_literal(values);
-        if self.shared.sealer.is_some() {
-            // Left open: the seal, computed per connection, closes it.
-            literal.pop();
-        }
-        self.encoded.values = literal;
-        self.encoded.client_count = Bytes::from(count.to_string());
-        self.encoded.seal = None;
+        self.encoded = super::encoded::Encoded::new(
+            self.params.settings(),
+            self.database.setting_names(),
+            &self.identity.values,
+            self.shared.sealer.is_some(),
+        );
     }
 
     /// Before a client statement with `effect` goes upstream: sets the
@@ -150,26 +130,31 @@ impl Core {
             }
             Inject::IdentityOnly => {}
         }
-        if !a.conn.identity_prepared {
+        let bit = self.encoded.prepared_bit();
+        if bit.is_none_or(|b| a.conn.identity_prepared & b == 0) {
             let note = ParseNote {
                 identity: true,
                 ..Default::default()
             };
-            prepare_own(
-                a,
-                out,
-                IDENTITY_STATEMENT,
-                self.database.identity_spec(),
-                note,
-            );
-            a.conn.identity_prepared = true;
+            let (name, spec) = self.encoded.statement();
+            prepare_own(a, out, name, spec, note);
+            a.conn.identity_prepared |= bit.unwrap_or(0);
         }
         let pid = a.conn.pid;
-        self.encoded
-            .seal_for(pid, &self.shared, &self.database, &self.identity.values);
-        let e = &self.encoded;
-        let params: [&[u8]; 3] = [&e.names, e.values_for(pid), &e.client_count];
-        run_own(a, out, IDENTITY_STATEMENT, &params);
+        if !self.encoded.has_bind_for(pid) {
+            let seal = self.shared.sealer.as_ref().map(|sealer| {
+                let names = self.database.auth().setting_names();
+                sealer.seal(pid, names, &self.identity.values)
+            });
+            self.encoded.build_bind(pid, seal.as_deref());
+        }
+        out.extend_from_slice(self.encoded.bind());
+        a.queue.push(Expect::swallow(Kind::Bind));
+        let portal = self.encoded.portal();
+        frontend::put_execute(out, portal);
+        a.queue.push(Expect::swallow(Kind::Execute));
+        frontend::put_target(out, b'C', b'P', portal);
+        a.queue.push(Expect::swallow(Kind::Close));
         crate::metrics::incr("rowgate_transactions_total", "");
         true
     }
@@ -183,39 +168,6 @@ impl Core {
             frontend::put_sync(&mut self.to_server);
             a.queue.trail_last();
             a.queue.push(Expect::forward(Kind::TrailingSync));
-        }
-    }
-}
-
-impl super::Encoded {
-    /// Computes the seal for backend `pid` if sealing is on and it is not
-    /// the one computed last (once per (session, backend) in a row).
-    fn seal_for(
-        &mut self,
-        pid: i32,
-        shared: &super::Shared,
-        database: &crate::upstream::Database,
-        values: &[String],
-    ) {
-        let Some(sealer) = &shared.sealer else {
-            return;
-        };
-        if matches!(&self.seal, Some((p, _)) if *p == pid) {
-            return;
-        }
-        let seal = sealer.seal(pid, database.auth().setting_names(), values);
-        // The values literal was left open ("{...") for the seal to close.
-        let sep = if self.values.len() > 1 { "," } else { "" };
-        let seal = array_literal([seal.as_str()]);
-        self.seal = Some((pid, format!("{}{sep}{}", self.values, &seal[1..])));
-    }
-
-    /// The identity values to bind for backend `pid`, the seal included
-    /// when on.
-    fn values_for(&self, pid: i32) -> &[u8] {
-        match &self.seal {
-            Some((p, full)) if *p == pid => full.as_bytes(),
-            _ => self.values.as_bytes(),
         }
     }
 }

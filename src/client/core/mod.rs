@@ -20,6 +20,7 @@
 //! on it has come back and the last was ReadyForQuery `I`.
 
 mod client_in;
+mod encoded;
 mod expect;
 mod inband;
 mod inject;
@@ -39,7 +40,7 @@ use crate::upstream::pool::ServerParams;
 use crate::upstream::Database;
 use crate::wire::backend;
 use crate::wire::Frame;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use expect::Queue;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -55,8 +56,9 @@ pub struct ConnState {
     pub pid: i32,
     /// Statements rowgate prepared on this connection.
     pub prepared: PreparedSet,
-    /// Whether rowgate's identity statement is prepared there.
-    pub identity_prepared: bool,
+    /// Which arities of rowgate's identity statement are prepared there
+    /// (bit n: the one for n client settings).
+    pub identity_prepared: u64,
 }
 
 /// What the driver must do for the core.
@@ -223,22 +225,6 @@ struct Attachment {
     hold: Hold,
 }
 
-/// What every transaction's identity statement binds, encoded once per
-/// change of the client's settings (not per transaction).
-#[derive(Default)]
-struct Encoded {
-    /// Setting names, a `text[]` literal.
-    names: Bytes,
-    /// Their values, a `text[]` literal (left open for the seal when on).
-    values: String,
-    /// How many of the settings are the client's own (the rest is the
-    /// identity).
-    client_count: Bytes,
-    /// The seal's part of the values for one backend, computed once per
-    /// (session, backend).
-    seal: Option<(i32, String)>,
-}
-
 /// One client session's protocol state.
 pub struct Core {
     shared: Arc<Shared>,
@@ -250,7 +236,7 @@ pub struct Core {
     identity: Identity,
     params: ClientParams,
     server_params: ServerParams,
-    encoded: Encoded,
+    encoded: encoded::Encoded,
     statements: statements::Statements,
     /// Service logins' in-band identity.
     inband: inband::InbandSession,
@@ -284,7 +270,7 @@ impl Core {
             inband,
             params,
             server_params,
-            encoded: Encoded::default(),
+            encoded: encoded::Encoded::default(),
             statements: Default::default(),
             phase: Phase::Ready,
             link: Link::Detached,

@@ -242,7 +242,7 @@ impl Core {
                     }
                 }
                 if note.identity {
-                    conn.identity_prepared = false;
+                    conn.identity_prepared = 0;
                 }
             }
             Kind::Describe(Shape::Check(_)) => shape_failed = true,

@@ -236,7 +236,7 @@ impl Core {
                     if a.pinned {
                         // DISCARD ALL dropped rowgate's statements too.
                         a.conn.prepared.clear();
-                        a.conn.identity_prepared = false;
+                        a.conn.identity_prepared = 0;
                         a.pinned = false;
                     }
                     self.release();
