@@ -29,6 +29,13 @@ fn starts_batch(tag: u8) -> bool {
 /// is prepared on the connection: the client may have run DEALLOCATE,
 /// DISCARD or PREPARE by SQL. A substring test is deliberately broad: a
 /// false alarm only costs a re-prepare.
+/// Whether a query may be (or hold) a COPY: the word appears in it. A
+/// COPY FROM STDIN can only be a statement of the query itself, never run
+/// from inside a function.
+fn may_copy(sql: &[u8]) -> bool {
+    sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
+}
+
 fn touches_prepared_statements(sql: &[u8]) -> bool {
     const WORDS: [&[u8]; 3] = [b"prepare", b"dealloc", b"discard"];
     sql.windows(7)
@@ -618,7 +625,7 @@ impl Core {
         let opens = matches!(effect, TxnEffect::Starts(_));
         a.queue.push(Expect::forward(Kind::Query).opening(opens));
         if injected && at_boundary {
-            self.trailing_sync();
+            self.trailing_sync(may_copy(sql));
         }
         let Link::Attached(a) = &mut self.link else {
             return;
@@ -647,7 +654,7 @@ impl Core {
         let injected = self.before_statement(TxnEffect::Plain, None);
         self.push_raw(frame, Expect::forward(Kind::FunctionCall));
         if injected && at_boundary {
-            self.trailing_sync();
+            self.trailing_sync(false);
         }
         self.end_of_batch();
     }

@@ -7,6 +7,14 @@ use crate::guard::{ModeSettings, TxnEffect, TxnModes};
 use crate::wire::frontend;
 use bytes::BytesMut;
 
+/// The empty statement that restarts PostgreSQL 18's implicit transaction
+/// (see [`Core::trailing_sync`]); named, so the client's unnamed statement
+/// stays.
+const RESTART_STATEMENT: &[u8] = b"rowgate_restart";
+
+/// Parse payload of an empty query with no parameter types.
+const EMPTY_SPEC: &[u8] = b"\0\0\0";
+
 /// The statement (and portal) that sets a transaction's modes from the
 /// client's session characteristics.
 const MODES_STATEMENT: &[u8] = b"rowgate_modes";
@@ -163,10 +171,24 @@ impl Core {
     /// in front of: a Sync, so that if that statement fails the client
     /// still gets the ReadyForQuery its Query is owed (see
     /// [`Kind::TrailingSync`]).
-    pub(super) fn trailing_sync(&mut self) {
+    ///
+    /// On PostgreSQL 18, a single-statement Query (or a FunctionCall) after
+    /// a completed Execute in the same unsynced batch leaves the server's
+    /// implicit transaction in a state the Sync does not commit: the client
+    /// is told its write succeeded, the write is rolled back by the next
+    /// message, which fails with `XX000 StartTransactionCommand: unexpected
+    /// state STARTED` (a PostgreSQL bug; docs/compatibility.md). An empty
+    /// Parse before the Sync starts the transaction command again, so the
+    /// Sync commits. Not behind a COPY (`may_copy`): the server would read
+    /// the Parse as part of the copy stream and fail it.
+    pub(super) fn trailing_sync(&mut self, may_copy: bool) {
         if let Link::Attached(a) = &mut self.link {
-            frontend::put_sync(&mut self.to_server);
             a.queue.trail_last();
+            if self.restart_implicit && !may_copy {
+                let note = ParseNote::default();
+                prepare_own(a, &mut self.to_server, RESTART_STATEMENT, EMPTY_SPEC, note);
+            }
+            frontend::put_sync(&mut self.to_server);
             a.queue.push(Expect::forward(Kind::TrailingSync));
         }
     }

@@ -247,6 +247,23 @@ pub struct Core {
     actions: VecDeque<Action>,
     /// Set when the session is over: the core then only winds the link down.
     end: Option<End>,
+    /// The server is PostgreSQL 18 or later, whose implicit transaction
+    /// needs restarting after a simple query behind rowgate's statement
+    /// (see [`Core::trailing_sync`]).
+    restart_implicit: bool,
+}
+
+/// The major version in a `server_version` ParameterStatus (`18.4`,
+/// `16.2 (Debian ...)`, `18beta1`); 0 when unreadable.
+fn major_version(server_params: &ServerParams) -> u32 {
+    server_params
+        .iter()
+        .find(|(k, _)| k == "server_version")
+        .and_then(|(_, v)| {
+            let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 impl Core {
@@ -262,6 +279,7 @@ impl Core {
         server_params: ServerParams,
     ) -> Core {
         let inband = inband::InbandSession::new(login, &identity);
+        let restart_implicit = major_version(&server_params) >= 18;
         let mut core = Core {
             shared,
             database,
@@ -278,6 +296,7 @@ impl Core {
             to_server: BytesMut::new(),
             actions: VecDeque::new(),
             end: None,
+            restart_implicit,
         };
         core.encode_settings();
         core.to_client

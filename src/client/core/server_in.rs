@@ -131,6 +131,7 @@ impl Core {
             String::from_utf8_lossy(name).into_owned(),
             String::from_utf8_lossy(value).into_owned(),
         );
+        tracing::trace!(%name, %value, "server ParameterStatus");
         let resetting = a.fx.resets(&name);
         if let Some(v) = self
             .params
