@@ -19,7 +19,7 @@ use bytes::{BufMut, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
-use support::{pg, proxy_config, rowgate, token};
+use support::{pg, proxy_config, rowgate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn frame(out: &mut BytesMut, tag: u8, body: &[u8]) {
@@ -168,8 +168,14 @@ async fn after_every_fuzzed_session_the_next_client_is_served() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let fuzzer = token("user_fuzzer");
-    let good = token("user_good");
+    // Long runs outlast a test token's ten minutes: these live a day.
+    let day = |sub: &str| {
+        let mut claims = support::clerk_claims(sub);
+        claims["exp"] = (claims["iat"].as_u64().unwrap_or(0) + 86_400).into();
+        support::token_with(claims)
+    };
+    let fuzzer = day("user_fuzzer");
+    let good = day("user_good");
     let client = proxy
         .connect(&good)
         .await
