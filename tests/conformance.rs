@@ -82,6 +82,19 @@ const CASES: &[&str] = &[
     "wire_query_after_unsynced",
 ];
 
+/// Steps (case, 1-based step) where PostgreSQL 18 answers differently
+/// through rowgate, by what 18 itself does: a simple Query that follows a
+/// completed Execute in the same unsynced batch (rowgate's identity
+/// statement) runs inside an implicit transaction *block* on 18, so a lone
+/// `DECLARE CURSOR` is accepted (and the cursor ends with the statement's
+/// transaction) where directly it is refused with 25P01. On 18 the runner
+/// checks the step still differs, and compares the rest.
+pub(crate) const PG18_DIFFERS: &[(&str, usize, &str)] = &[(
+    "cursors",
+    12,
+    "DECLARE CURSOR outside a block is accepted in 18's implicit block behind the identity statement",
+)];
+
 /// Every case runs twice: under the `standard` guard profile (or the one
 /// the case names), and under `strict`, the profile users get by default.
 /// Cases listed here use statements the strict guard refuses by design; in

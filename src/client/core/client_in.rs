@@ -4,7 +4,7 @@
 
 use super::expect::{Expect, Kind, ParseNote, Shape};
 use super::statements::{query_of, Statement};
-use super::{Attachment, Copy, End, Hold, IdentityState, Link, Phase, Txn};
+use super::{Attachment, Copy, CopyRestart, End, Hold, IdentityState, Link, Phase, Txn};
 use crate::config::StatePolicy;
 use crate::guard::{
     classify, deallocate, ends_a_transaction, is_single_statement, leading_modes, session_effects,
@@ -29,11 +29,16 @@ fn starts_batch(tag: u8) -> bool {
 /// is prepared on the connection: the client may have run DEALLOCATE,
 /// DISCARD or PREPARE by SQL. A substring test is deliberately broad: a
 /// false alarm only costs a re-prepare.
-/// Whether a query may be (or hold) a COPY: the word appears in it. A
-/// COPY FROM STDIN can only be a statement of the query itself, never run
-/// from inside a function.
-fn may_copy(sql: &[u8]) -> bool {
-    sql.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"))
+/// Whether a query may be (or hold) a COPY FROM STDIN, the one COPY that
+/// makes the server read what follows as data: both words appear in it. It
+/// can only be a statement of the query itself, never run from inside a
+/// function.
+fn may_copy_in(sql: &[u8]) -> bool {
+    let has = |word: &[u8]| {
+        sql.windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    has(b"copy") && has(b"stdin")
 }
 
 fn touches_prepared_statements(sql: &[u8]) -> bool {
@@ -131,6 +136,11 @@ impl Core {
                     a.queue.push(Expect::forward(Kind::CopyEnd));
                 }
                 self.to_server.extend_from_slice(frame.as_bytes());
+                let armed = a.copy_restart == CopyRestart::Armed;
+                if tag != b'd' && armed {
+                    a.copy_restart = CopyRestart::No;
+                    self.restart_after_copy();
+                }
             }
         }
     }
@@ -625,7 +635,7 @@ impl Core {
         let opens = matches!(effect, TxnEffect::Starts(_));
         a.queue.push(Expect::forward(Kind::Query).opening(opens));
         if injected && at_boundary {
-            self.trailing_sync(may_copy(sql));
+            self.trailing_sync(may_copy_in(sql));
         }
         let Link::Attached(a) = &mut self.link else {
             return;

@@ -214,6 +214,23 @@ impl Queue {
     pub fn front_kind(&self) -> Option<&Kind> {
         self.entries.front().map(|e| &e.kind)
     }
+    /// The kind of the newest owed reply.
+    pub fn back_kind(&self) -> Option<&Kind> {
+        self.entries.back().map(|e| &e.kind)
+    }
+
+    /// Whether some owed entry is of a kind `f` accepts.
+    pub fn holds(&self, f: impl Fn(&Kind) -> bool) -> bool {
+        self.entries.iter().any(|e| f(&e.kind))
+    }
+
+    /// Marks the oldest entry as answered for by a trailing Sync.
+    pub fn trail_front(&mut self) {
+        if let Some(e) = self.entries.front_mut() {
+            e.trailed = true;
+        }
+    }
+
     /// Marks the newest entry as answered for by a trailing Sync.
     pub fn trail_last(&mut self) {
         if let Some(e) = self.entries.back_mut() {

@@ -184,10 +184,36 @@ impl Core {
     pub(super) fn trailing_sync(&mut self, may_copy: bool) {
         if let Link::Attached(a) = &mut self.link {
             a.queue.trail_last();
-            if self.restart_implicit && !may_copy {
+            // Only an implicit transaction goes wrong; a client's block is
+            // committed by its COMMIT.
+            let implicit = matches!(a.txn, Txn::Open { block: false, .. });
+            if self.restart_implicit && implicit && !may_copy {
                 let note = ParseNote::default();
                 prepare_own(a, &mut self.to_server, RESTART_STATEMENT, EMPTY_SPEC, note);
             }
+            // A COPY FROM STDIN: after the client's CopyDone instead.
+            a.copy_restart = if self.restart_implicit && implicit && may_copy {
+                super::CopyRestart::Eligible
+            } else {
+                super::CopyRestart::No
+            };
+            frontend::put_sync(&mut self.to_server);
+            a.queue.push(Expect::forward(Kind::TrailingSync));
+        }
+    }
+}
+
+impl Core {
+    /// PostgreSQL 18, after the CopyDone/CopyFail of a simple Query's COPY
+    /// FROM STDIN that rowgate's statement went in front of: the commit
+    /// [`Core::trailing_sync`] could not put behind the Query (the server
+    /// read it as copy data), so the client's ReadyForQuery is again the
+    /// one of rowgate's Sync.
+    pub(super) fn restart_after_copy(&mut self) {
+        if let Link::Attached(a) = &mut self.link {
+            a.queue.trail_front();
+            let note = ParseNote::default();
+            prepare_own(a, &mut self.to_server, RESTART_STATEMENT, EMPTY_SPEC, note);
             frontend::put_sync(&mut self.to_server);
             a.queue.push(Expect::forward(Kind::TrailingSync));
         }

@@ -185,6 +185,19 @@ enum Copy {
     In,
 }
 
+/// Where the commit behind a simple COPY FROM STDIN stands (PostgreSQL 18,
+/// see [`Core::restart_after_copy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CopyRestart {
+    /// Not needed.
+    No,
+    /// The last simple Query may start a COPY that needs it.
+    Eligible,
+    /// The server is in that COPY: it goes behind the client's
+    /// CopyDone/CopyFail.
+    Armed,
+}
+
 /// Work rowgate does on the connection for its own purposes, during which
 /// the client's next messages wait.
 enum Hold {
@@ -222,6 +235,11 @@ struct Attachment {
     /// "pin"`: it keeps this connection until it disconnects.
     pinned: bool,
     copy: Copy,
+    /// PostgreSQL 18, a simple Query that may be a COPY FROM STDIN behind
+    /// rowgate's statement in an implicit transaction: its trailing Sync is
+    /// read as part of the copy stream, so the commit goes after the
+    /// client's CopyDone/CopyFail (see [`Core::restart_after_copy`]).
+    copy_restart: CopyRestart,
     hold: Hold,
 }
 
@@ -353,7 +371,12 @@ impl Core {
                 // Anything after a multi-statement query waits for its
                 // ReadyForQuery, which says where it left the transaction.
                 let unknown = matches!(a.txn, Txn::Unknown { .. }) && a.queue.batch_in_flight();
-                !(unknown || between && a.fx.any())
+                // PostgreSQL 18: what follows a simple COPY's CopyDone waits
+                // until the server says it is in that COPY, so that the
+                // commit can go right behind the CopyDone.
+                let copy_done = a.copy_restart == CopyRestart::Eligible
+                    && a.queue.holds(|k| matches!(k, expect::Kind::CopyEnd));
+                !(unknown || copy_done || between && a.fx.any())
             }
         }
     }
@@ -412,6 +435,7 @@ impl Core {
             ending: txn_end::Ending::default(),
             pinned: false,
             copy: Copy::Off,
+            copy_restart: CopyRestart::No,
             hold: Hold::None,
         }));
         self.on_client(frame);

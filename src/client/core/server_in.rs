@@ -4,7 +4,7 @@
 //! of sync and is closed, never lent again.
 
 use super::expect::{ErrorRewrite, Expect, Kind, Shape};
-use super::{Attachment, Copy, Core, End, Hold, IdentityState, Link, Phase, Txn};
+use super::{Attachment, Copy, CopyRestart, Core, End, Hold, IdentityState, Link, Phase, Txn};
 use crate::wire::backend;
 use crate::wire::Frame;
 use bytes::Bytes;
@@ -171,11 +171,25 @@ impl Core {
             return;
         };
         a.copy = Copy::In;
+        let restart = a.copy_restart == CopyRestart::Eligible
+            && matches!(a.queue.front(), Some(e) if e.trailed && matches!(e.kind, Kind::Query));
+        // The client may have sent its data and CopyDone already: the
+        // commit can go right behind them only if nothing else followed.
+        let ended = a.queue.holds(|k| matches!(k, Kind::CopyEnd));
+        let ended_last = matches!(a.queue.back_kind(), Some(Kind::CopyEnd));
+        a.copy_restart = if restart && !ended {
+            CopyRestart::Armed
+        } else {
+            CopyRestart::No
+        };
         if a.queue.drop_syncs_after_front() {
             // The batch did not end at that Sync: the client's Sync after
             // CopyDone/CopyFail ends it, and must not be held back (the
             // server sends CommandComplete only once it has a Sync or Flush).
             self.phase = Phase::Batch;
+        }
+        if restart && ended_last {
+            self.restart_after_copy();
         }
     }
 
@@ -291,6 +305,7 @@ impl Core {
             return self.desync("ReadyForQuery out of turn", &frame);
         }
         a.status = status;
+        a.copy_restart = CopyRestart::No;
         let ending = std::mem::take(&mut a.ending);
         if a.queue.is_empty() && status == b'I' && a.txn != Txn::Idle {
             self.inband_transaction_over();

@@ -92,7 +92,20 @@ pub(crate) fn decode_transcript(mut buf: BytesMut) -> Vec<String> {
     if !buf.is_empty() {
         out.push(format!("{} stray bytes", buf.len()));
     }
+    sort_parameter_status_runs(&mut out);
     out
+}
+
+/// ParameterStatus messages in a row are compared as a set: the server
+/// reports the settings a RESET ALL changed in its own order (PostgreSQL 18
+/// in another one than 15), and no client depends on it.
+fn sort_parameter_status_runs(out: &mut [String]) {
+    let mut i = 0;
+    while i < out.len() {
+        let run = out[i..].iter().take_while(|m| m.starts_with("S ")).count();
+        out[i..i + run].sort();
+        i += run.max(1);
+    }
 }
 
 pub(crate) fn decode_message(tag: u8, mut b: &[u8]) -> String {
