@@ -371,11 +371,24 @@ async fn pgbench_db() -> TestDb {
 }
 
 fn pgbench_path() -> PathBuf {
-    let p = pg().bin_dir().join("pgbench");
-    if !p.is_file() {
-        missing(&format!("{} (PostgreSQL's pgbench)", p.display()));
+    // The server's own, else the system's: the npm builds of other
+    // versions (scripts/pg-versions.sh) ship no pgbench, and any pgbench
+    // speaks to any server.
+    let own = pg().bin_dir().join("pgbench");
+    if own.is_file() {
+        return own;
     }
-    p
+    let system = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin/pgbench"))
+        .chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|d| d.join("pgbench")),
+        )
+        .find(|p| p.is_file());
+    system.unwrap_or_else(|| missing(&format!("{} (PostgreSQL's pgbench)", own.display())))
 }
 
 /// Runs pgbench with `-M mode`; returns (transactions processed, failed).
