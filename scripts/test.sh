@@ -11,9 +11,9 @@ cargo test --locked --all-targets --no-run
 cargo test --locked --lib --bins --tests "$@"
 
 # Other PostgreSQL majors (binaries from scripts/ensure-deps.sh), besides the
-# system's 15 above: the tests pick the server from ROWGATE_PG_BIN. A subset
-# of the integration and conformance binaries, to keep CI time small (about
-# 6 minutes on a busy 2-core machine for all of it: 13 about 2.5, 18 about
+# system's 15 above: the tests pick the server from ROWGATE_PG_BIN. The
+# whole suite on 18, a subset on 13, a smoke run on the others (about 7
+# minutes on a busy 2-core machine for all of it: 18 about 3.5, 13 about
 # 2.5, the smoke runs under half a minute each; ROWGATE_PG_VERSIONS=none
 # skips it, a list such as "13 18" narrows it).
 versions_run() {
@@ -47,22 +47,14 @@ for major in $wanted; do
             --skip savepoint_session_set
         ;;
     18)
-        # PostgreSQL 18 keeps the implicit transaction open after a simple
-        # Query that follows unsynced extended-protocol messages (recorded in
-        # tests/conformance/wire_query_after_unsynced.sql), which is how
-        # rowgate puts its identity statement in front of a client's Query.
-        # The session core now follows such a Query with a Sync; the rest of
-        # the suite on 18 has not been gone through yet, so a subset runs.
-        # guard_seal: with the seal on, PostgreSQL 18 answers the simple
-        # query behind rowgate's identity statement with XX000
-        # "StartTransactionCommand: unexpected state STARTED" (open, see
-        # README); client_encoding on 18 is not yet compared either.
-        versions_run 18 --test databases --test upstream_auth --test peers
-        versions_run 18 --test conformance -- large_objects multi_statement \
-            shared_statements unnamed_statements types_extended \
-            wire_unknown_statement startup_parameters_shape_the_session \
-            wire_query_after_unsynced
-        versions_run 18 --test proxy -- protocol_3_2 a_cancel_request
+        # The whole suite. PostgreSQL 18 commits nothing when a single
+        # simple Query follows a completed Execute before the Sync (rowgate's
+        # identity statement in front of a client's Query): rowgate restarts
+        # the transaction command with an empty Parse before its Sync
+        # (src/client/core/inject.rs, trailing_sync). One conformance step
+        # where 18's own pipelining semantics show is listed in
+        # tests/conformance.rs (PG18_DIFFERS).
+        versions_run 18 --lib --bins --tests
         ;;
     *)
         # A smoke run on the other majors: startup, routing, identity,
