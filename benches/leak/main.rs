@@ -261,7 +261,7 @@ async fn run_inband(
         style: Style::Named,
         endpoint: Endpoint {
             port: server.local_addr().port(),
-            dbname: "bench".into(),
+            dbname: cluster.db.clone(),
             user: "legacy".into(),
             password: Some(PASSWORD.into()),
         },
