@@ -699,14 +699,14 @@ async fn connection_scale(
 
     // One client first, so the pool's first connection and the runtime's
     // threads exist before the baseline is taken.
-    let warm = scale::handshake(rowgate.port, &idle_tokens[0]).await?;
+    let warm = scale::handshake(rowgate.port, &cluster.db, &idle_tokens[0]).await?;
     drop(warm);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = rowgate.pid();
     let rss_before = proc::proc_status_bytes(pid, "VmRSS")?;
 
     println!("opening {} idle clients ...", args.idle_clients);
-    let mut idle = scale::open_many(rowgate.port, &idle_tokens, 256).await;
+    let mut idle = scale::open_many(rowgate.port, &cluster.db, &idle_tokens, 256).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = proc::proc_status_bytes(pid, "VmRSS")?;
     let hwm = proc::proc_status_bytes(pid, "VmHWM")?;
@@ -736,7 +736,13 @@ async fn connection_scale(
         "connect storm: {} new connections, fresh tokens, {} at a time ...",
         args.storm, args.storm_concurrency
     );
-    let storm = scale::open_many(rowgate.port, &storm_tokens, args.storm_concurrency).await;
+    let storm = scale::open_many(
+        rowgate.port,
+        &cluster.db,
+        &storm_tokens,
+        args.storm_concurrency,
+    )
+    .await;
     let ok = storm.streams.len();
     let cps = ok as f64 / storm.wall.as_secs_f64().max(1e-9);
     println!(

@@ -18,12 +18,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Opens an authenticated connection and returns it idle, after
 /// ReadyForQuery.
-pub async fn handshake(port: u16, token: &str) -> Result<TcpStream, String> {
+pub async fn handshake(port: u16, dbname: &str, token: &str) -> Result<TcpStream, String> {
     let fut = async {
         let mut tcp = TcpStream::connect(("127.0.0.1", port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let startup = frontend::startup_message(&[("user", "bench"), ("database", "bench")]);
+        let startup = frontend::startup_message(&[("user", "bench"), ("database", dbname)]);
         tcp.write_all(&startup)
             .await
             .map_err(|e| format!("startup: {e}"))?;
@@ -76,7 +76,7 @@ pub struct Opened {
 }
 
 /// Opens one connection per token, `concurrency` at a time.
-pub async fn open_many(port: u16, tokens: &[String], concurrency: usize) -> Opened {
+pub async fn open_many(port: u16, dbname: &str, tokens: &[String], concurrency: usize) -> Opened {
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let start = Instant::now();
     let tasks: Vec<_> = tokens
@@ -84,10 +84,11 @@ pub async fn open_many(port: u16, tokens: &[String], concurrency: usize) -> Open
         .cloned()
         .map(|token| {
             let gate = gate.clone();
+            let dbname = dbname.to_owned();
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await;
                 let t0 = Instant::now();
-                let r = handshake(port, &token).await;
+                let r = handshake(port, &dbname, &token).await;
                 (r, t0.elapsed())
             })
         })

@@ -14,11 +14,12 @@
 //! parameters, never spliced into SQL. No row comes back: `||` evaluates
 //! every call (none is ever NULL) and the WHERE drops the one row, so the
 //! values (the claims JSON among them) do not travel back on every
-//! transaction. Without the seal, each identity setting is first cleared
-//! at session level (`set_config(name, '', false)`; `role` to `none`), so
-//! a session value someone left on the pooled connection cannot surface
-//! after this transaction either; with the seal on, such a value carries
-//! no valid seal, and the clearing is left out.
+//! transaction. Without the seal, each identity setting that holds a value
+//! when the transaction starts is first cleared at session level
+//! (`set_config(name, '', false)`; `role` to `none`), so a session value
+//! someone left on the pooled connection cannot surface after this
+//! transaction either; with the seal on, such a value carries no valid
+//! seal, and the clearing is left out.
 
 use crate::wire::frontend;
 use crate::wire::put_frame;
@@ -57,8 +58,14 @@ fn statement_sql(client: usize, names: &[String], clear: bool) -> String {
     }
     for name in names {
         if clear {
+            // Only when a value is there: reading a setting costs far less
+            // than setting one at session level inside a transaction.
             let empty = if name == "role" { "'none'" } else { "''" };
-            calls.push(format!("set_config(${}, {empty}, false)", p + 1));
+            calls.push(format!(
+                "coalesce(CASE WHEN current_setting(${n}, true) NOT IN ('', {empty}) \
+                 THEN set_config(${n}, {empty}, false) END, '')",
+                n = p + 1
+            ));
         }
         calls.push(format!("set_config(${}, ${}, true)", p + 1, p + 2));
         p += 2;
@@ -163,9 +170,11 @@ mod tests {
         let names = vec!["app.user_id".to_string(), "role".to_string()];
         assert_eq!(
             statement_sql(1, &names, true),
-            "SELECT WHERE (set_config($1, $2, true) || set_config($3, '', false) || \
-             set_config($3, $4, true) || set_config($5, 'none', false) || \
-             set_config($5, $6, true)) IS NULL"
+            "SELECT WHERE (set_config($1, $2, true) || \
+             coalesce(CASE WHEN current_setting($3, true) NOT IN ('', '') \
+             THEN set_config($3, '', false) END, '') || set_config($3, $4, true) || \
+             coalesce(CASE WHEN current_setting($5, true) NOT IN ('', 'none') \
+             THEN set_config($5, 'none', false) END, '') || set_config($5, $6, true)) IS NULL"
         );
         assert_eq!(
             statement_sql(0, &names[..1], false),
