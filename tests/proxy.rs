@@ -595,3 +595,42 @@ async fn deallocate_and_discard_all_behave_as_in_postgres() {
         Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
     );
 }
+
+/// A session-level identity value left on a pooled connection from inside
+/// a function (which neither the guard, here off, nor the read-back of the
+/// client's own SETs sees) is cleared by the next transaction's identity
+/// statement, so it cannot surface where rowgate sets no identity: the
+/// statement after a COMMIT in one string.
+#[tokio::test]
+async fn a_session_level_identity_left_behind_never_surfaces_for_the_next_client() {
+    const LEAVE: &str = "select leave_identity()";
+    const AFTER_COMMIT: &str =
+        "begin; commit; select coalesce(current_setting('app.user_id', true), '')";
+    let db = pg().new_database();
+    db.admin_client()
+        .await
+        .batch_execute(
+            "create function leave_identity() returns text language sql \
+             as $$ select set_config('app.user_id', 'user_mallory', false) $$; \
+             grant execute on function leave_identity() to public",
+        )
+        .await
+        .unwrap();
+    // Without rowgate, on one connection, the value does surface there.
+    let direct = support::connect(&db.authenticator_url()).await;
+    direct.simple_query(LEAVE).await.unwrap();
+    assert_eq!(
+        simple_col(&direct, AFTER_COMMIT).await,
+        vec![Some("user_mallory".to_string())]
+    );
+    let proxy = rowgate(&(proxy_config(&db, 1, "") + "[guard]\nprofile = \"off\"\n")).await;
+    let mallory = proxy.connect(&token("user_mallory")).await.unwrap();
+    mallory.simple_query(LEAVE).await.unwrap();
+    drop(mallory);
+    let bob = proxy.connect(&token("user_bob")).await.unwrap();
+    assert_eq!(
+        simple_col(&bob, AFTER_COMMIT).await,
+        vec![Some(String::new())],
+        "the value the last client left on the one pooled connection"
+    );
+}
