@@ -82,18 +82,54 @@ const CASES: &[&str] = &[
     "wire_query_after_unsynced",
 ];
 
-/// Steps (case, 1-based step) where PostgreSQL 18 answers differently
-/// through rowgate, by what 18 itself does: a simple Query that follows a
-/// completed Execute in the same unsynced batch (rowgate's identity
-/// statement) runs inside an implicit transaction *block* on 18, so a lone
-/// `DECLARE CURSOR` is accepted (and the cursor ends with the statement's
-/// transaction) where directly it is refused with 25P01. On 18 the runner
-/// checks the step still differs, and compares the rest.
-pub(crate) const PG18_DIFFERS: &[(&str, usize, &str)] = &[(
-    "cursors",
-    12,
-    "DECLARE CURSOR outside a block is accepted in 18's implicit block behind the identity statement",
-)];
+/// Which server versions a listed difference appears on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum On {
+    /// This major and older.
+    UpTo(i32),
+    /// This major and newer.
+    From(i32),
+}
+
+impl On {
+    pub(crate) fn includes(self, major: i32) -> bool {
+        match self {
+            On::UpTo(m) => major <= m,
+            On::From(m) => major >= m,
+        }
+    }
+}
+
+/// Steps (case, 1-based step) where some PostgreSQL versions answer
+/// differently through rowgate, by what those versions do themselves. On
+/// those versions the runner checks the step still differs, and compares
+/// the rest of the case; everywhere else the step must match exactly.
+pub(crate) const VERSION_DIFFERS: &[(On, &str, usize, &str)] = &[
+    (
+        On::From(18),
+        "cursors",
+        12,
+        "18 runs a simple Query that follows a completed Execute (rowgate's identity statement) inside an implicit transaction block: a lone DECLARE CURSOR is accepted there, where directly it is refused with 25P01",
+    ),
+    (
+        On::UpTo(13),
+        "client_encoding",
+        5,
+        "13 sends the ParameterStatus of a SET at once, before its CommandComplete; rowgate reports it after the transaction, as 14 and later do",
+    ),
+    (
+        On::UpTo(13),
+        "deallocate_discard",
+        5,
+        "13's DISCARD ALL repeats the ParameterStatus of values it did not change (is_superuser, session_authorization); 14 and later, and rowgate, do not",
+    ),
+    (
+        On::UpTo(13),
+        "savepoint_session_set",
+        32,
+        "13 reports the value a failed block went back to at the error; 14 and later, and rowgate, at the end of the block",
+    ),
+];
 
 /// Every case runs twice: under the `standard` guard profile (or the one
 /// the case names), and under `strict`, the profile users get by default.
