@@ -298,17 +298,7 @@ impl Core {
         }
         self.emit(reply::simple(&form, &token).freeze());
         match rest {
-            Some(rest) => {
-                let mut b = bytes::BytesMut::with_capacity(rest.len() + 6);
-                put_frame(&mut b, b'Q', |o| {
-                    o.extend_from_slice(&rest);
-                    o.extend_from_slice(&[0]);
-                });
-                match crate::wire::next_frame(&mut b, crate::wire::MAX_MESSAGE_LEN) {
-                    Ok(Some(f)) => Intercept::Forward(f),
-                    _ => Intercept::Done,
-                }
-            }
+            Some(rest) => forward_rest(&rest),
             None => {
                 self.emit(backend::ready_for_query(status));
                 Intercept::Done
@@ -388,5 +378,19 @@ impl Core {
 
     fn refuse_simple(&mut self, error: bytes::Bytes) {
         self.refuse_upstream(b'Q', error);
+    }
+}
+
+/// The statements after `SET LOCAL rowgate.token = '...'` in one query
+/// string, as a Query of their own for the session to handle.
+fn forward_rest(rest: &[u8]) -> Intercept {
+    let mut b = bytes::BytesMut::with_capacity(rest.len() + 6);
+    put_frame(&mut b, b'Q', |o| {
+        o.extend_from_slice(rest);
+        o.extend_from_slice(&[0]);
+    });
+    match crate::wire::next_frame(&mut b, crate::wire::MAX_MESSAGE_LEN) {
+        Ok(Some(f)) => Intercept::Forward(f),
+        _ => Intercept::Done,
     }
 }
