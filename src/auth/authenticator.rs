@@ -491,7 +491,7 @@ impl Verifier {
                     service: quoted(&service.name),
                 });
             }
-            Ok(inband_identity(&v, self.with_role, id.clone()))
+            Ok(inband_identity(&v, self.with_role, id.clone(), issuer))
         });
         let kind = verify_kind(&result, hit);
         metrics::observe("rowgate_jwt_verify_seconds", kind, started.elapsed());
@@ -517,6 +517,7 @@ impl Verifier {
             values: values.into(),
             expires_at: None,
             token_id: "-".into(),
+            issuer: String::new(),
         }
     }
 
@@ -551,6 +552,7 @@ impl Verifier {
             values: values.into(),
             expires_at: None,
             token_id: "default_identity".into(),
+            issuer: String::new(),
         })
     }
 
@@ -607,7 +609,7 @@ impl Verifier {
 
 /// The identity of an in-band token: the settings of its claims, the role
 /// from the token (or `[identity] role`), never a `user_policy` mapping.
-fn inband_identity(v: &Verified, with_role: bool, token_id: String) -> Identity {
+fn inband_identity(v: &Verified, with_role: bool, token_id: String, issuer: &str) -> Identity {
     let mut values = v.values.clone();
     if with_role {
         values.push(v.role.clone().unwrap_or_else(|| "none".into()));
@@ -617,6 +619,7 @@ fn inband_identity(v: &Verified, with_role: bool, token_id: String) -> Identity 
         values: values.into(),
         expires_at: Some(v.exp),
         token_id,
+        issuer: issuer.to_owned(),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Identity {
     /// Short hex sha256 prefix of the token: the only form in which a token
     /// may be logged.
     pub token_id: String,
+    /// The issuer that signed it (`iss`; empty when no token did), for logs.
+    pub issuer: String,
 }
 
 /// A token whose signature and non-time claims have been checked; what the
@@ -211,5 +213,6 @@ pub(crate) fn identity_for(
         values: values.into(),
         expires_at: Some(v.exp),
         token_id,
+        issuer: spec.issuer.clone(),
     })
 }

@@ -358,7 +358,7 @@ async fn serve_client(
     };
     match result {
         Ok(mut ok) => {
-            tracing::info!(client = entry.id, %peer, sub = %ok.identity.subject, token_id = %ok.identity.token_id, "client authenticated");
+            tracing::info!(client = entry.id, %peer, issuer = %ok.identity.issuer, sub = %ok.identity.subject, token_id = %ok.identity.token_id, "client authenticated");
             if let Err(e) = shared.ops.authenticated(entry, &ok.identity.subject) {
                 tracing::info!(client = entry.id, %peer, reason = e.reason(), "client refused: {e}");
                 startup::send_fatal(&mut ok.stream, e.sqlstate(), &format!("rowgate: {e}")).await;

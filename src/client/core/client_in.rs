@@ -754,6 +754,8 @@ pub(super) fn refuse_in_batch(a: &mut Attachment, out: &mut bytes::BytesMut, err
 
 /// The ErrorResponse a client gets for a refused statement.
 fn violation_error(v: &GuardViolation) -> Bytes {
+    // The rule only: the statement's text may hold anyone's data.
+    tracing::info!(rule = v.rule, "statement refused by the guard");
     backend::error_response(Severity::Error, "42501", &v.to_string())
 }
 
@@ -775,6 +777,7 @@ fn session_state_refusal(
         }
         StatePolicy::Reject => {
             crate::metrics::incr("rowgate_session_state_refusals_total", state.name());
+            tracing::info!(state = state.name(), "statement refused by [session_state]");
             let (what, instead) = match state {
                 SessionState::TempTable => (
                     "a temporary table",

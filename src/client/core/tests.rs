@@ -48,6 +48,7 @@ fn identity() -> Identity {
         values: vec!["user_a".to_string(), "{}".to_string(), String::new()].into(),
         expires_at: None,
         token_id: "t".into(),
+        issuer: String::new(),
     }
 }
 
