@@ -404,6 +404,7 @@ async fn limits_refuse_with_clear_errors_and_count_refusals() {
     let huge = format!("SELECT '{}'", "y".repeat(200_000));
     let e = _b.simple_query(&huge).await.unwrap_err();
     assert!(e.is_closed() || code(&e) == "08P01", "{e}");
+    assert!(rowgate::metrics::get("rowgate_refusals_total", "max_message_size") >= 1);
 
     // A client that never finishes logging in is closed at login_timeout.
     wait_until("a slot is free", || proxy.server().client_count() < 3).await;

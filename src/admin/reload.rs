@@ -44,12 +44,14 @@ async fn apply_locked(shared: &Shared, new: &Config) -> Result<String, String> {
     let services = crate::auth::Services::new(&new.services, &new.auth)
         .map_err(|e| format!("[[services]] {e}"))?;
     let tls = crate::client::listen_tls(&new.listen)?;
+    let http_tls = crate::client::http_tls(new.http.as_ref())?;
     // The last fallible step, and the slowest (JWKS fetches): it checks
     // everything before it changes anything.
     shared.databases.reload(&old, new).await?;
     shared.guard.reload(&new.guard)?;
     shared.services.store(std::sync::Arc::new(services));
     shared.tls.store(tls.map(std::sync::Arc::new));
+    shared.http_tls.store(http_tls.map(std::sync::Arc::new));
     shared.ops.install(new, password);
     let sizes = |c: &Config| {
         let mut v: Vec<String> = c.upstream.iter().map(|u| u.pool_size.to_string()).collect();
@@ -64,8 +66,8 @@ async fn apply_locked(shared: &Shared, new: &Config) -> Result<String, String> {
     let restart_only = [
         ("[listen] addr", old.listen.addr != new.listen.addr),
         (
-            "[http] (its address and TLS)",
-            format!("{:?}", old.http) != format!("{:?}", new.http),
+            "[http] addr (or [http] turned on or off)",
+            old.http.as_ref().map(|h| &h.addr) != new.http.as_ref().map(|h| &h.addr),
         ),
         ("[metrics] addr", old.metrics.addr != new.metrics.addr),
         (

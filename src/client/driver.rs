@@ -146,7 +146,12 @@ impl Driver {
             match peek_frame_len(&self.crbuf, max) {
                 Ok(Some(len)) if self.crbuf.len() >= len => {}
                 Ok(_) => break,
-                Err(e) => return self.core.client_gone(End::Protocol(e.to_string())),
+                Err(e) => {
+                    if matches!(e, crate::wire::WireError::TooLong { .. }) {
+                        crate::metrics::incr("rowgate_refusals_total", "max_message_size");
+                    }
+                    return self.core.client_gone(End::Protocol(e.to_string()));
+                }
             }
             let frame = match next_frame(&mut self.crbuf, max) {
                 Ok(Some(f)) => f,

@@ -33,6 +33,8 @@ pub struct Shared {
     /// Client-side TLS, when configured; replaced on reload (a renewed
     /// certificate is read again from its files).
     pub tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
+    /// The `[http]` listener's TLS (HTTPS, WSS), replaced on reload too.
+    pub http_tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
     /// Cancel keys.
     pub cancels: CancelRegistry,
     /// Refuses statements a client must not send.
@@ -132,6 +134,7 @@ impl Shared {
     pub async fn new(config: Config) -> Result<Shared, StartError> {
         let peers = config.peers.peers().map_err(StartError::Config)?;
         let tls = listen_tls(&config.listen).map_err(StartError::Config)?;
+        let http_tls = http_tls(config.http.as_ref()).map_err(StartError::Config)?;
         let pins = &config.session_state;
         let guard = crate::guard::Guard::new(&config.guard)
             .map_err(|e| StartError::Config(format!("[guard] {e}")))?
@@ -156,6 +159,7 @@ impl Shared {
             config,
             databases,
             tls: arc_swap::ArcSwapOption::new(tls.map(Arc::new)),
+            http_tls: arc_swap::ArcSwapOption::new(http_tls.map(Arc::new)),
             cancels: CancelRegistry::new(peers),
         })
     }
@@ -168,6 +172,17 @@ pub fn listen_tls(
 ) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
     match (&listen.tls_cert_file, &listen.tls_key_file) {
         (Some(cert), Some(key)) => tls::acceptor("[listen]", cert, key).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The TLS of `[http]`, read from its certificate and key files (at start,
+/// and again on every reload).
+pub fn http_tls(
+    http: Option<&crate::http::HttpConfig>,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    match http.map(|h| (&h.tls_cert_file, &h.tls_key_file)) {
+        Some((Some(cert), Some(key))) => tls::acceptor("[http]", cert, key).map(Some),
         _ => Ok(None),
     }
 }

@@ -63,12 +63,7 @@ pub async fn start(
     shared: Arc<Shared>,
     stopped: watch::Receiver<bool>,
 ) -> Result<SocketAddr, StartError> {
-    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => {
-            Some(crate::client::tls::acceptor("[http]", cert, key).map_err(StartError::Config)?)
-        }
-        _ => None,
-    };
+    let tls = shared.clone();
     let bind_err = |source| StartError::Bind {
         addr: config.addr.clone(),
         source,
@@ -79,7 +74,8 @@ pub async fn start(
         shared,
         config: config.clone(),
     });
-    tracing::info!(%addr, tls = tls.is_some(), "rowgate HTTP listening (POST /sql, WebSocket /v2)");
+    let on = tls.http_tls.load().is_some();
+    tracing::info!(%addr, tls = on, "rowgate HTTP listening (POST /sql, WebSocket /v2)");
     tokio::spawn(accept_loop(listener, tls, router(app), stopped));
     Ok(addr)
 }
@@ -117,9 +113,11 @@ async fn not_found() -> Response {
         .into_response()
 }
 
+/// Accepts connections; each gets the TLS in force when it arrives
+/// (`shared.http_tls`, replaced on reload).
 async fn accept_loop(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Arc<Shared>,
     router: Router,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -128,7 +126,8 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, addr)) => {
                     let _ = tcp.set_nodelay(true);
-                    tokio::spawn(serve_connection(tcp, addr, tls.clone(), router.clone()));
+                    let tls = tls.http_tls.load_full().map(|t| (*t).clone());
+                    tokio::spawn(serve_connection(tcp, addr, tls, router.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a moment
