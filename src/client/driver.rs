@@ -226,10 +226,9 @@ impl Driver {
             }
             Action::Verify(token) => {
                 let verdict = match self.core.service() {
-                    Some(service) => self
-                        .database
-                        .auth()
-                        .verify_inband(&token, &service)
+                    // Boxed: a verification may fetch keys, a large future
+                    // that would otherwise size every client's task.
+                    Some(service) => Box::pin(self.database.auth().verify_inband(&token, &service))
                         .await
                         .map_err(|e| {
                             (e.sqlstate(), format!("rowgate: rowgate.token refused: {e}"))

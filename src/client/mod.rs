@@ -342,7 +342,14 @@ pub async fn serve_stream(mut stream: Stream, peer: SocketAddr, secure: bool, sh
     // against the limits or hold up a shutdown.
     drop(reg);
     if let Some((stream, pending)) = console {
-        crate::admin::serve_console(stream, pending, peer, shared.clone()).await;
+        // Boxed: an operator's console must not size every client's task.
+        Box::pin(crate::admin::serve_console(
+            stream,
+            pending,
+            peer,
+            shared.clone(),
+        ))
+        .await;
     }
     metrics::add("rowgate_clients_connected", "", -1);
     tracing::info!(
@@ -365,7 +372,9 @@ async fn serve_client(
     entry: &crate::admin::ClientEntry,
 ) -> Option<(Stream, bytes::BytesMut)> {
     let limit = shared.ops.login_timeout();
-    let handshake = startup::handshake(stream, peer, secure, shared);
+    // Boxed, and so freed once the client is in: inline, the startup's
+    // state (TLS, SCRAM, token checks) would size every idle client's task.
+    let handshake = Box::pin(startup::handshake(stream, peer, secure, shared));
     let Ok(result) = tokio::time::timeout(limit, handshake).await else {
         metrics::incr("rowgate_refusals_total", "login_timeout");
         tracing::info!(client = entry.id, %peer, "client closed: login not completed within [listen] login_timeout ({limit:?})");

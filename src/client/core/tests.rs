@@ -719,3 +719,22 @@ fn a_query_after_a_bound_but_unexecuted_begin_gets_its_identity() {
     let violations = drive(&shared(), &steps);
     assert!(violations.is_empty(), "{violations:?}");
 }
+
+#[test]
+#[ignore = "a measurement: cargo test --lib task_sizes -- --ignored --nocapture"]
+fn task_sizes() {
+    let s = shared();
+    let (a, _b) = tokio::io::duplex(64);
+    let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let whole = crate::client::serve_stream(
+        crate::wire::stream::Stream::Duplex(a),
+        peer,
+        false,
+        s.clone(),
+    );
+    eprintln!(
+        "client task future: {} bytes",
+        std::mem::size_of_val(&whole)
+    );
+    eprintln!("Core: {} bytes", std::mem::size_of::<Core>());
+}
