@@ -492,33 +492,14 @@ async fn metrics_parse_as_prometheus_text_with_latency_histograms() {
     assert_eq!(http_get(maddr, "/readyz").await, (200, "ready\n".into()));
 }
 
-/// Logs in as service `name` with `password` (SCRAM, as every driver does).
-async fn service_login(
-    proxy: &support::RunningProxy,
-    name: &str,
-    password: &str,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(proxy.port())
-        .user(name)
-        .dbname(proxy.dbname())
-        .password(password)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_rotates_a_service_password_while_its_pool_stays_connected() {
     let db = pg().new_database();
     let service = |pw: &str| format!("[[services]]\nname = \"billing\"\npassword = \"{pw}\"\n");
     let before = config(&db, 2, "", &service("old-secret"));
     let proxy = rowgate(&before).await;
-    let pooled = service_login(&proxy, "billing", "old-secret")
+    let pooled = proxy
+        .connect_as("billing", "old-secret")
         .await
         .expect("the service logs in");
     pooled.simple_query("SELECT 1").await.unwrap();
@@ -529,11 +510,13 @@ async fn a_reload_rotates_a_service_password_while_its_pool_stays_connected() {
         .reload(rowgate::Config::from_toml(&after).unwrap())
         .await
         .expect("reload accepted");
-    let e = service_login(&proxy, "billing", "old-secret")
+    let e = proxy
+        .connect_as("billing", "old-secret")
         .await
         .expect_err("the old password no longer logs in");
     assert_eq!(code(&e), "28P01");
-    service_login(&proxy, "billing", "new-secret")
+    proxy
+        .connect_as("billing", "new-secret")
         .await
         .expect("the new password logs in")
         .simple_query("SELECT 1")

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use support::{pg, proxy_config, rowgate, token, RunningProxy, TestDb};
+use support::{pg, proxy_config, rowgate, token, TestDb};
 
 const SERVICE: &str = "legacy";
 const PASSWORD: &str = "legacy-secret";
@@ -102,25 +102,6 @@ fn config(db: &TestDb, pool: usize, extra: &str) -> String {
     )
 }
 
-async fn service_client(
-    proxy: &RunningProxy,
-    user: &str,
-    password: &str,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(proxy.port())
-        .user(user)
-        .dbname(proxy.dbname())
-        .password(password)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
-}
-
 fn db_error(e: &tokio_postgres::Error) -> (String, String) {
     let d = e
         .as_db_error()
@@ -144,7 +125,8 @@ async fn a_service_logs_in_with_scram_and_a_wrong_password_looks_like_an_unknown
     log();
     let db = notes_db(1).await;
     let proxy = rowgate(&config(&db, 2, "")).await;
-    let c = service_client(&proxy, SERVICE, PASSWORD)
+    let c = proxy
+        .connect_as(SERVICE, PASSWORD)
         .await
         .expect("SCRAM login");
     // No user identity by default: RLS shows nothing.
@@ -152,10 +134,12 @@ async fn a_service_logs_in_with_scram_and_a_wrong_password_looks_like_an_unknown
     let row = c.query_one("select auth.user_id()", &[]).await.unwrap();
     assert_eq!(row.get::<_, Option<String>>(0), None);
 
-    let wrong = service_client(&proxy, SERVICE, "not-the-password")
+    let wrong = proxy
+        .connect_as(SERVICE, "not-the-password")
         .await
         .unwrap_err();
-    let unknown = service_client(&proxy, "nobody", "legacy-secret")
+    let unknown = proxy
+        .connect_as("nobody", "legacy-secret")
         .await
         .unwrap_err();
     let (wc, wm) = db_error(&wrong);
@@ -174,7 +158,7 @@ async fn a_default_identity_is_the_identity_of_transactions_without_a_token() {
     log();
     let db = notes_db(2).await;
     let proxy = rowgate(&config(&db, 2, "default_identity = { sub = \"user_01\" }")).await;
-    let c = service_client(&proxy, SERVICE, PASSWORD).await.unwrap();
+    let c = proxy.connect_as(SERVICE, PASSWORD).await.unwrap();
     assert_eq!(
         owners(&c, "select owner from notes").await,
         vec!["user_01", "user_01"]
@@ -204,7 +188,7 @@ async fn set_local_names_the_user_for_one_transaction_only() {
     log();
     let db = notes_db(3).await;
     let proxy = rowgate(&config(&db, 2, "")).await;
-    let c = service_client(&proxy, SERVICE, PASSWORD).await.unwrap();
+    let c = proxy.connect_as(SERVICE, PASSWORD).await.unwrap();
     let (t0, t1) = (token("user_00"), token("user_01"));
 
     // In a transaction block.
@@ -267,7 +251,7 @@ async fn the_extended_form_answers_as_postgres_does() {
     log();
     let db = notes_db(2).await;
     let proxy = rowgate(&config(&db, 2, "")).await;
-    let mut c = service_client(&proxy, SERVICE, PASSWORD).await.unwrap();
+    let mut c = proxy.connect_as(SERVICE, PASSWORD).await.unwrap();
     let t = token("user_01");
     let sql = "select set_config('rowgate.token', $1, true)";
     // PostgreSQL's own answer to the same statement (a harmless name).
@@ -302,7 +286,7 @@ async fn bad_tokens_and_session_forms_are_refused_with_reasons() {
     log();
     let db = notes_db(1).await;
     let proxy = rowgate(&config(&db, 2, "")).await;
-    let c = service_client(&proxy, SERVICE, PASSWORD).await.unwrap();
+    let c = proxy.connect_as(SERVICE, PASSWORD).await.unwrap();
 
     // A bad token aborts the transaction like any error; ROLLBACK works.
     c.batch_execute("BEGIN").await.unwrap();

@@ -374,6 +374,14 @@ fn medians(all: Vec<Row>) -> Vec<Row> {
     out
 }
 
+/// The workload and mode of every reported cell (per client count).
+const REPORTED_CELLS: &[(Workload, &str)] = &[
+    (Workload::SelectOnly, "simple"),
+    (Workload::SelectOnly, "extended"),
+    (Workload::SelectOnly, "prepared"),
+    (Workload::TpcB, "simple"),
+];
+
 /// The median row of one cell.
 fn cell<'a>(rows: &'a [Row], w: Workload, mode: &str, c: u32, who: Who) -> Option<&'a Row> {
     rows.iter()
@@ -399,12 +407,7 @@ fn print_cells(rows: &[Row], clients: &[u32], report: &mut Value) {
     let f = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
     let f1 = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
     let mut out = Vec::new();
-    for (w, mode) in [
-        (Workload::SelectOnly, "simple"),
-        (Workload::SelectOnly, "extended"),
-        (Workload::SelectOnly, "prepared"),
-        (Workload::TpcB, "simple"),
-    ] {
+    for &(w, mode) in REPORTED_CELLS {
         for &c in clients {
             let get = |who| cell(rows, w, mode, c, who);
             let t = |who| tps(rows, w, mode, c, who);
@@ -593,12 +596,7 @@ fn print_ratios(rows: &[Row], clients: &[u32], report: &mut Value) {
         "workload", "mode", "-c", "rowgate/direct", "rowgate/pgbouncer"
     );
     let mut out = Vec::new();
-    for (w, mode) in [
-        (Workload::SelectOnly, "simple"),
-        (Workload::SelectOnly, "extended"),
-        (Workload::SelectOnly, "prepared"),
-        (Workload::TpcB, "simple"),
-    ] {
+    for &(w, mode) in REPORTED_CELLS {
         for &c in clients {
             let rg = tps(rows, w, mode, c, Who::Rowgate);
             let d = ratio(rg, tps(rows, w, mode, c, Who::Direct));

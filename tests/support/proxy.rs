@@ -41,12 +41,22 @@ impl RunningProxy {
         &self,
         token: &str,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        self.connect_as("anyone", token).await
+    }
+
+    /// Connects with tokio-postgres as `user` (a service's name, say) with
+    /// `password`.
+    pub async fn connect_as(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let (client, conn) = tokio_postgres::Config::new()
             .host("127.0.0.1")
             .port(self.port())
-            .user("anyone")
+            .user(user)
             .dbname(&self.dbname)
-            .password(token)
+            .password(password)
             .connect(tokio_postgres::NoTls)
             .await?;
         tokio::spawn(async move {

@@ -158,11 +158,7 @@ impl Core {
         }
         out.extend_from_slice(self.encoded.bind());
         a.queue.push(Expect::swallow(Kind::Bind));
-        let portal = self.encoded.portal();
-        frontend::put_execute(out, portal);
-        a.queue.push(Expect::swallow(Kind::Execute));
-        frontend::put_target(out, b'C', b'P', portal);
-        a.queue.push(Expect::swallow(Kind::Close));
+        execute_own(a, out, self.encoded.portal());
         crate::metrics::incr("rowgate_transactions_total", "");
         true
     }
@@ -177,33 +173,26 @@ impl Core {
     /// implicit transaction in a state the Sync does not commit: the client
     /// is told its write succeeded, the write is rolled back by the next
     /// message, which fails with `XX000 StartTransactionCommand: unexpected
-    /// state STARTED` (a PostgreSQL bug; docs/compatibility.md). An empty
-    /// Parse before the Sync starts the transaction command again, so the
-    /// Sync commits. Not behind a COPY (`may_copy`): the server would read
-    /// the Parse as part of the copy stream and fail it.
-    pub(super) fn trailing_sync(&mut self, may_copy: bool) {
+    /// state STARTED` (a PostgreSQL bug; see the README's known limits).
+    /// An empty Parse before the Sync starts the transaction command again,
+    /// so the Sync commits. Not behind a COPY FROM STDIN (`may_copy_in`):
+    /// the server would read the Parse as part of the copy stream and fail
+    /// it; [`Core::restart_after_copy`] puts it after the client's CopyDone.
+    pub(super) fn trailing_sync(&mut self, may_copy_in: bool) {
         if let Link::Attached(a) = &mut self.link {
             a.queue.trail_last();
             // Only an implicit transaction goes wrong; a client's block is
             // committed by its COMMIT.
-            let implicit = matches!(a.txn, Txn::Open { block: false, .. });
-            if self.restart_implicit && implicit && !may_copy {
-                let note = ParseNote::default();
-                prepare_own(a, &mut self.to_server, RESTART_STATEMENT, EMPTY_SPEC, note);
-            }
-            // A COPY FROM STDIN: after the client's CopyDone instead.
-            a.copy_restart = if self.restart_implicit && implicit && may_copy {
+            let restart = self.restart_implicit && matches!(a.txn, Txn::Open { block: false, .. });
+            a.copy_restart = if restart && may_copy_in {
                 super::CopyRestart::Eligible
             } else {
                 super::CopyRestart::No
             };
-            frontend::put_sync(&mut self.to_server);
-            a.queue.push(Expect::forward(Kind::TrailingSync));
+            own_sync(a, &mut self.to_server, restart && !may_copy_in);
         }
     }
-}
 
-impl Core {
     /// PostgreSQL 18, after the CopyDone/CopyFail of a simple Query's COPY
     /// FROM STDIN that rowgate's statement went in front of: the commit
     /// [`Core::trailing_sync`] could not put behind the Query (the server
@@ -212,12 +201,19 @@ impl Core {
     pub(super) fn restart_after_copy(&mut self) {
         if let Link::Attached(a) = &mut self.link {
             a.queue.trail_front();
-            let note = ParseNote::default();
-            prepare_own(a, &mut self.to_server, RESTART_STATEMENT, EMPTY_SPEC, note);
-            frontend::put_sync(&mut self.to_server);
-            a.queue.push(Expect::forward(Kind::TrailingSync));
+            own_sync(a, &mut self.to_server, true);
         }
     }
+}
+
+/// rowgate's trailing Sync, the empty Parse that restarts PostgreSQL 18's
+/// implicit transaction first when `restart`.
+fn own_sync(a: &mut Attachment, out: &mut BytesMut, restart: bool) {
+    if restart {
+        prepare_own(a, out, RESTART_STATEMENT, EMPTY_SPEC, ParseNote::default());
+    }
+    frontend::put_sync(out);
+    a.queue.push(Expect::forward(Kind::TrailingSync));
 }
 
 /// Queues the Parse of one of rowgate's own statements, its replies
@@ -242,9 +238,15 @@ pub(super) fn prepare_own(
 pub(super) fn run_own(a: &mut Attachment, out: &mut BytesMut, name: &[u8], params: &[&[u8]]) {
     frontend::put_bind_text(out, name, name, params);
     a.queue.push(Expect::swallow(Kind::Bind));
-    frontend::put_execute(out, name);
+    execute_own(a, out, name);
+}
+
+/// Queues Execute of rowgate's own bound `portal` and its Close, replies
+/// swallowed.
+fn execute_own(a: &mut Attachment, out: &mut BytesMut, portal: &[u8]) {
+    frontend::put_execute(out, portal);
     a.queue.push(Expect::swallow(Kind::Execute));
-    frontend::put_target(out, b'C', b'P', name);
+    frontend::put_target(out, b'C', b'P', portal);
     a.queue.push(Expect::swallow(Kind::Close));
 }
 
