@@ -73,7 +73,7 @@ pub fn main() -> i32 {
             .with_writer(std::io::stderr)
             .init();
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match build_runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("rowgate: cannot start the async runtime: {e}");
@@ -87,6 +87,17 @@ pub fn main() -> i32 {
             eprintln!("rowgate: {message}");
             1
         }
+    }
+}
+
+/// The async runtime: tokio's multi-thread scheduler, or with
+/// `ROWGATE_RUNTIME=current_thread` one thread that does everything.
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    match std::env::var("ROWGATE_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
     }
 }
 

@@ -22,6 +22,26 @@ use std::time::Duration;
 
 type Name = (&'static str, &'static str);
 
+/// Where a `(name, label)` pair's bytes are: the key of each thread's
+/// cache of handles. Every name and label is a `&'static str`, so its
+/// address and length identify it without reading (or hashing) its bytes;
+/// two copies of one literal at different addresses are two entries that
+/// lead to the same metric, found by content in the process-wide registry.
+type Site = (usize, usize, usize, usize);
+
+fn site(name: &'static str, label: &'static str) -> Site {
+    (
+        name.as_ptr() as usize,
+        name.len(),
+        label.as_ptr() as usize,
+        label.len(),
+    )
+}
+
+/// The threads' caches are looked up on every counted event; their keys
+/// are addresses, which need no protection against chosen collisions.
+type SiteMap<V> = HashMap<Site, V, foldhash::fast::FixedState>;
+
 /// Histogram buckets in seconds: from 100 µs (a cached JWT, an idle pooled
 /// connection) to 30 s (a Neon cold start behind a long acquire timeout).
 const BUCKETS: &[f64] = &[
@@ -41,8 +61,33 @@ fn recorder() -> &'static PrometheusRecorder {
             Ok(b) => b,
             Err(_) => PrometheusBuilder::new(),
         };
-        builder.build_recorder()
+        let recorder = builder.build_recorder();
+        start_upkeep(recorder.handle());
+        recorder
     })
+}
+
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Drains the histograms every [`UPKEEP_EVERY`] on a thread of its own.
+///
+/// The exporter keeps each histogram sample in a queue until upkeep folds
+/// it into the buckets, and `build_recorder` (unlike `install`) starts no
+/// upkeep: without it, a rowgate nobody scrapes grew by about 50 bytes per
+/// transaction (0.8 MB/s at 15k tps). A thread rather than a task, so the
+/// drain runs whatever the runtime (or none, in a test) is doing.
+fn start_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("rowgate-metrics".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        // Scrapes still drain the queues; say why memory may grow.
+        tracing::warn!("metrics upkeep thread not started ({e}): histograms are drained only when /metrics is scraped");
+    }
 }
 
 /// A counter or gauge and its mirror.
@@ -110,10 +155,10 @@ fn hists() -> &'static Mutex<BTreeMap<Name, &'static Hist>> {
 /// metrics it has used: after the first use, no lock is taken.
 fn scalar(name: &'static str, label: &'static str) -> &'static Scalar {
     thread_local! {
-        static SEEN: std::cell::RefCell<HashMap<Name, &'static Scalar>> =
-            std::cell::RefCell::new(HashMap::new());
+        static SEEN: std::cell::RefCell<SiteMap<&'static Scalar>> =
+            std::cell::RefCell::new(SiteMap::default());
     }
-    if let Some(s) = SEEN.with(|s| s.borrow().get(&(name, label)).copied()) {
+    if let Some(s) = SEEN.with(|s| s.borrow().get(&site(name, label)).copied()) {
         return s;
     }
     let s = {
@@ -131,16 +176,16 @@ fn scalar(name: &'static str, label: &'static str) -> &'static Scalar {
             }))
         })
     };
-    SEEN.with(|m| m.borrow_mut().insert((name, label), s));
+    SEEN.with(|m| m.borrow_mut().insert(site(name, label), s));
     s
 }
 
 fn hist(name: &'static str, label: &'static str) -> &'static Hist {
     thread_local! {
-        static SEEN: std::cell::RefCell<HashMap<Name, &'static Hist>> =
-            std::cell::RefCell::new(HashMap::new());
+        static SEEN: std::cell::RefCell<SiteMap<&'static Hist>> =
+            std::cell::RefCell::new(SiteMap::default());
     }
-    if let Some(h) = SEEN.with(|s| s.borrow().get(&(name, label)).copied()) {
+    if let Some(h) = SEEN.with(|s| s.borrow().get(&site(name, label)).copied()) {
         return h;
     }
     let h = {
@@ -155,7 +200,7 @@ fn hist(name: &'static str, label: &'static str) -> &'static Hist {
             }))
         })
     };
-    SEEN.with(|m| m.borrow_mut().insert((name, label), h));
+    SEEN.with(|m| m.borrow_mut().insert(site(name, label), h));
     h
 }
 
