@@ -47,11 +47,12 @@ struct Args {
     /// pgbench clients.
     #[arg(long, default_value_t = 16)]
     clients: u32,
-    /// pgbench protocols (-M).
+    /// pgbench protocols (-M), and `orm`: `-M simple` with the select
+    /// written as ORMs write it (quoted identifiers, a literal key).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "simple,extended,prepared"
+        default_value = "simple,extended,prepared,orm"
     )]
     modes: Vec<String>,
     /// Upstream connections of each rowgate.
@@ -119,6 +120,12 @@ async fn run(args: Args) -> Result<(), String> {
         dbname: cluster.db.clone(),
     };
 
+    let dir = common::TempDir::new("rowgate-bench-guard")?;
+    let orm_script = dir.path().join("orm_select.sql");
+    std::fs::write(&orm_script, pgbench::ORM_SELECT_SCRIPT)
+        .map_err(|e| format!("write {}: {e}", orm_script.display()))?;
+    let workload_of = |mode| workload_of(mode, &orm_script);
+
     let mut tallies: Vec<[Tally; 3]> = args.modes.iter().map(|_| Default::default()).collect();
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); args.modes.len()];
     println!(
@@ -128,14 +135,15 @@ async fn run(args: Args) -> Result<(), String> {
     // Warm up: both pools full, statements prepared, tables cached.
     for mode in &args.modes {
         for conn in [&conn_on, &conn_off, &direct] {
+            let (workload, mode, script) = workload_of(mode);
             let warm = Run {
                 bin: &bin,
                 conn,
-                workload: Workload::SelectOnly,
+                workload,
                 mode,
                 clients: args.clients,
                 seconds: 1,
-                script: None,
+                script,
             };
             tokio::task::block_in_place(|| warm.execute());
         }
@@ -161,15 +169,16 @@ async fn run(args: Args) -> Result<(), String> {
                     Target::Direct => (&direct, None),
                 };
                 let cpu_before = pid.and_then(proc::cpu_micros);
+                let (workload, pgbench_mode, script) = workload_of(mode);
                 let outcome = tokio::task::block_in_place(|| {
                     Run {
                         bin: &bin,
                         conn,
-                        workload: Workload::SelectOnly,
-                        mode,
+                        workload,
+                        mode: pgbench_mode,
                         clients: args.clients,
                         seconds: args.seconds,
-                        script: None,
+                        script,
                     }
                     .execute()
                 });
@@ -276,6 +285,17 @@ async fn run(args: Args) -> Result<(), String> {
     common::write_json(&args.json, &report)?;
     println!("wrote {}", args.json.display());
     Ok(())
+}
+
+/// A "mode" of the command line: the workload, pgbench's `-M`, the script.
+fn workload_of<'a>(
+    mode: &'a str,
+    orm_script: &'a std::path::Path,
+) -> (Workload, &'a str, Option<&'a std::path::Path>) {
+    match mode {
+        "orm" => (Workload::OrmSelect, "simple", Some(orm_script)),
+        m => (Workload::SelectOnly, m, None),
+    }
 }
 
 fn sorted(v: &[f64]) -> Vec<f64> {

@@ -22,6 +22,9 @@ pub enum Workload {
     /// `BEGIN; SELECT set_config(..., true) x3; SELECT ...; COMMIT`: what an
     /// app must send to get rowgate's guarantee without rowgate.
     SafeIdentity,
+    /// The select-only query as ORMs and query builders write it: quoted
+    /// identifiers and the key as a literal, a different text each time.
+    OrmSelect,
 }
 
 impl Workload {
@@ -30,6 +33,7 @@ impl Workload {
             Workload::SelectOnly => "select-only",
             Workload::TpcB => "tpc-b",
             Workload::SafeIdentity => "safe-identity script",
+            Workload::OrmSelect => "orm-style select",
         }
     }
 
@@ -39,6 +43,7 @@ impl Workload {
             Workload::SelectOnly => 1.0,
             Workload::TpcB => 7.0,
             Workload::SafeIdentity => 4.0,
+            Workload::OrmSelect => 1.0,
         }
     }
 }
@@ -51,6 +56,12 @@ BEGIN;
 SELECT set_config('app.user_id', 'user_' || :uid, true), set_config('request.jwt.claims', '{"sub":"user_' || :uid || '"}', true), set_config('app.org_id', '', true);
 SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
 COMMIT;
+"#;
+
+/// [`Workload::OrmSelect`]'s script (run with `-M simple`, pgbench puts
+/// the literal into the text).
+pub const ORM_SELECT_SCRIPT: &str = r#"\set aid random(1, 100000 * :scale)
+select "abalance" from "pgbench_accounts" where "aid" = :aid;
 "#;
 
 /// What one pgbench run reported.
@@ -96,7 +107,7 @@ impl Run<'_> {
             (Workload::SelectOnly, _) => {
                 cmd.arg("-S");
             }
-            (Workload::SafeIdentity, Some(script)) => {
+            (Workload::SafeIdentity | Workload::OrmSelect, Some(script)) => {
                 cmd.arg("-f").arg(script);
             }
             _ => {}

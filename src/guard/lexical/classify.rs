@@ -1,7 +1,7 @@
 //! Where a statement stands relative to the transaction: the first words of
 //! its text, read by [`Lexer`].
 
-use super::{Lexer, Token};
+use super::{Lexer, Token, Word};
 
 /// How a statement relates to the transaction around it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,18 +125,18 @@ impl ModeSettings {
     fn read(lx: &mut Lexer<'_>) -> (ModeSettings, bool) {
         let mut m = ModeSettings::default();
         let mut snapshot = false;
-        let mut prev = String::new();
+        let mut prev = Word::default();
         let mut level = String::new();
         while let Some(tok) = lx.next_token() {
             let Token::Word(w) = tok else {
                 if matches!(tok, Token::Semicolon) {
                     break;
                 }
-                prev.clear();
+                prev = Word::default();
                 continue;
             };
             match (prev.as_str(), w.as_str()) {
-                ("level", _) => level = w.clone(),
+                ("level", _) => level = w.to_string(),
                 ("repeatable" | "read", "read" | "committed" | "uncommitted")
                     if !level.is_empty() =>
                 {
@@ -187,7 +187,7 @@ pub fn is_single_statement(sql: &[u8]) -> bool {
 /// is still in force in whatever transaction it left open.
 pub fn ends_a_transaction(sql: &[u8]) -> bool {
     let mut lx = Lexer { s: sql, i: 0 };
-    let mut first: Option<String> = None;
+    let mut first: Option<Word> = None;
     let mut at_start = true;
     while let Some(tok) = lx.next_token() {
         match tok {
@@ -233,27 +233,33 @@ pub fn ends_a_transaction(sql: &[u8]) -> bool {
 /// identity goes before all of them) unless rowgate can tell otherwise.
 pub fn classify(sql: &[u8]) -> TxnEffect {
     let mut lx = Lexer { s: sql, i: 0 };
-    let mut words: Vec<String> = Vec::with_capacity(6);
+    // The first six words, on the stack: this runs on every simple query.
+    let mut words: [Word; 6] = Default::default();
+    let mut n = 0;
     let mut ended = false;
-    while words.len() < 6 {
+    while n < words.len() {
         match lx.next_token() {
-            Some(Token::Word(w)) => words.push(w),
+            Some(Token::Word(w)) => {
+                words[n] = w;
+                n += 1;
+            }
             Some(Token::Semicolon) | None => {
                 ended = true;
                 break;
             }
             Some(Token::Other) => {
-                if words.is_empty() {
+                if n == 0 {
                     return TxnEffect::Plain;
                 }
                 break;
             }
         }
     }
+    let words = &words[..n];
     let Some(first) = words.first() else {
         return TxnEffect::Plain;
     };
-    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    let w = |i: usize| words.get(i).map(Word::as_str).unwrap_or("");
     let any = |set: &[&str]| words.iter().skip(1).any(|x| set.contains(&x.as_str()));
     let effect = match first.as_str() {
         "begin" | "start" => TxnEffect::Starts(TxnModes::default()),

@@ -24,7 +24,7 @@ pub fn deallocate(sql: &[u8]) -> Option<Deallocate> {
     }
     let result = match target {
         Some(Token::Word(w)) if w == "all" => Deallocate::All,
-        Some(Token::Word(w)) => Deallocate::One(w),
+        Some(Token::Word(w)) => Deallocate::One(w.to_string()),
         Some(Token::Other) if sql.get(lx.i.checked_sub(1)?) == Some(&b'"') => {
             // A quoted name: the text between the quotes, as written.
             let end = lx.i - 1;

@@ -19,9 +19,83 @@ pub use deallocate::{deallocate, Deallocate};
 pub use settings::{session_effects, SessionEffects, SessionOp};
 
 enum Token {
-    Word(String),
+    Word(Word),
     Semicolon,
     Other,
+}
+
+/// Words up to this long are kept inline (every keyword, and most names).
+const INLINE: usize = 30;
+
+/// A word of SQL text, lower-cased. The lexer reads several per statement
+/// on every simple query, several times over; a word as long as a keyword
+/// costs no allocation.
+#[derive(Clone, Debug)]
+enum Word {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Long(String),
+}
+
+impl Default for Word {
+    fn default() -> Self {
+        Word::Inline {
+            len: 0,
+            bytes: [0; INLINE],
+        }
+    }
+}
+
+impl Word {
+    /// `raw` lower-cased; the lexer passes only ASCII letters, digits, `_`
+    /// and `$`.
+    fn lower(raw: &[u8]) -> Word {
+        if raw.len() > INLINE {
+            return Word::Long(String::from_utf8_lossy(raw).to_ascii_lowercase());
+        }
+        let mut bytes = [0; INLINE];
+        for (b, r) in bytes.iter_mut().zip(raw) {
+            *b = r.to_ascii_lowercase();
+        }
+        Word::Inline {
+            len: raw.len() as u8,
+            bytes,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // ASCII by construction; an empty word otherwise.
+            Word::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or("")
+            }
+            Word::Long(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Word {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq<str> for Word {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl std::fmt::Display for Word {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Word {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 struct Lexer<'a> {
@@ -84,8 +158,7 @@ impl Lexer<'_> {
             {
                 self.i += 1;
             }
-            let word = String::from_utf8_lossy(&self.s[start..self.i]).to_ascii_lowercase();
-            return Some(Token::Word(word));
+            return Some(Token::Word(Word::lower(&self.s[start..self.i])));
         }
         self.skip_other();
         Some(Token::Other)

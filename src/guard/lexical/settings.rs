@@ -1,7 +1,7 @@
 //! Session-level setting changes in statement text (`SET`, `RESET`,
 //! `set_config(.., false)`), which rowgate keeps with the client.
 
-use super::{Lexer, Token};
+use super::{Lexer, Token, Word};
 
 /// One session-level change a statement makes, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,12 +101,12 @@ fn scan(sql: &[u8], fx: &mut SessionEffects) -> usize {
     let mut calls = 0;
     let mut lx = Lexer { s: sql, i: 0 };
     let mut at_start = true;
-    let mut prev_word = String::new();
+    let mut prev_word = Word::default();
     while let Some(tok) = lx.next_token() {
         match tok {
             Token::Semicolon => {
                 at_start = true;
-                prev_word.clear();
+                prev_word = Word::default();
             }
             Token::Word(w) if at_start => {
                 at_start = false;
@@ -118,7 +118,7 @@ fn scan(sql: &[u8], fx: &mut SessionEffects) -> usize {
                             fx.ops.push(SessionOp::Unknown)
                         }
                         Some(Token::Word(n)) => {
-                            let name = setting_name(&mut lx, n);
+                            let name = setting_name(&mut lx, n.to_string());
                             fx.ops.push(SessionOp::Reset(name))
                         }
                         _ => fx.ops.push(SessionOp::Unknown),
@@ -142,7 +142,7 @@ fn scan(sql: &[u8], fx: &mut SessionEffects) -> usize {
                         None => fx.ops.push(SessionOp::Unknown),
                     }
                 }
-                prev_word.clear();
+                prev_word = Word::default();
             }
         }
     }
