@@ -315,6 +315,12 @@ impl Lexer<'_> {
 /// Recognises the in-band forms at the start of `sql` (a simple Query's
 /// text or a Parse's query).
 pub fn recognize(sql: &[u8]) -> Inband {
+    // Every form names the setting, so its last word is in the text (as a
+    // word in any case, or quoted as written): most statements, which run
+    // through here on every simple query, are ruled out without a lexer.
+    if !sql.windows(5).any(|w| w.eq_ignore_ascii_case(b"token")) {
+        return Inband::None;
+    }
     let mut lx = Lexer { s: sql, i: 0 };
     match lx.next() {
         Tok::Word(w) if w == "set" => set_statement(&mut lx),

@@ -249,6 +249,11 @@ impl Queue {
     pub fn settled(&self) -> bool {
         self.entries.is_empty() && !self.open
     }
+    /// Empties the queue for another transaction, keeping its buffer.
+    pub fn reset(&mut self) {
+        self.entries.clear();
+        self.open = false;
+    }
     /// Takes the oldest owed reply.
     pub fn pop(&mut self) -> Option<Expect> {
         self.entries.pop_front()

@@ -260,6 +260,9 @@ pub struct Core {
     inband: inband::InbandSession,
     phase: Phase,
     link: Link,
+    /// The reply queue of the last attachment, emptied: its buffer is
+    /// reused, so a transaction allocates no queue of its own.
+    spare_queue: Queue,
     to_client: BytesMut,
     to_server: BytesMut,
     actions: VecDeque<Action>,
@@ -310,6 +313,7 @@ impl Core {
             statements: Default::default(),
             phase: Phase::Ready,
             link: Link::Detached,
+            spare_queue: Queue::default(),
             to_client: BytesMut::new(),
             to_server: BytesMut::new(),
             actions: VecDeque::new(),
@@ -427,7 +431,7 @@ impl Core {
         };
         self.link = Link::Attached(Box::new(Attachment {
             conn,
-            queue: Queue::default(),
+            queue: std::mem::take(&mut self.spare_queue),
             txn: Txn::Idle,
             status: b'I',
             unnamed_here: false,
@@ -499,8 +503,18 @@ impl Core {
         let Link::Attached(a) = std::mem::replace(&mut self.link, Link::Detached) else {
             return;
         };
-        if a.queue.settled() && a.status == b'I' && self.to_server.is_empty() {
-            self.actions.push_back(Action::Release(a.conn));
+        let Attachment {
+            conn,
+            mut queue,
+            status,
+            ..
+        } = *a;
+        let clean = queue.settled() && status == b'I' && self.to_server.is_empty();
+        // The queue's buffer serves the next transaction.
+        queue.reset();
+        self.spare_queue = queue;
+        if clean {
+            self.actions.push_back(Action::Release(conn));
         } else {
             self.to_server.clear();
             self.actions.push_back(Action::Close);
