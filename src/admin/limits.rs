@@ -31,6 +31,10 @@ pub struct RateLimited {
 impl TransactionRate {
     /// Whether `sub` may start a transaction now at `rate` per second.
     pub fn allow(&self, sub: &str, rate: u32) -> Result<(), RateLimited> {
+        if rate == 0 {
+            // Off, as by default: not even the clock is read.
+            return Ok(());
+        }
         self.allow_at(sub, rate, Instant::now())
     }
 
@@ -43,10 +47,19 @@ impl TransactionRate {
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(sub) {
             buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * cap < cap);
         }
-        let b = buckets.entry(sub.to_string()).or_insert(Bucket {
-            tokens: cap,
-            at: now,
-        });
+        // The user's name is copied only the first time it is seen.
+        if !buckets.contains_key(sub) {
+            buckets.insert(
+                sub.to_string(),
+                Bucket {
+                    tokens: cap,
+                    at: now,
+                },
+            );
+        }
+        let Some(b) = buckets.get_mut(sub) else {
+            return Ok(());
+        };
         let refill = now.saturating_duration_since(b.at).as_secs_f64() * cap;
         b.tokens = (b.tokens + refill).min(cap);
         b.at = now;
