@@ -86,6 +86,10 @@ async fn run(args: Args) -> Result<(), String> {
         targets.push(("pgbouncer", b.url()));
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    // CPU per query, summed over rounds: the proxy's and PostgreSQL's.
+    let mut proxy_cpu = vec![0u64; targets.len()];
+    let mut pg_cpu = vec![0u64; targets.len()];
+    let data_dir = cluster.pg.data_dir().to_path_buf();
     // Warm-up, then rounds whose order rotates.
     for (_, url) in &targets {
         pipelined(url, args.queries.min(2_000), &args.sql).await?;
@@ -94,22 +98,32 @@ async fn run(args: Args) -> Result<(), String> {
         for k in 0..targets.len() {
             let i = (k + round) % targets.len();
             let (name, url) = &targets[i];
-            let cpu_before = proc::cpu_micros(rowgate.pid());
+            let proxy = match *name {
+                "rowgate" => Some(rowgate.pid()),
+                "pgbouncer" => bouncer.as_ref().map(|b| b.pid()),
+                _ => None,
+            };
+            let cpu_before = proxy.and_then(proc::cpu_micros);
+            let pg_before = proc::postgres_cpu_micros(&data_dir);
             let t = pipelined(url, args.queries, &args.sql).await?;
-            let cpu = proc::cpu_micros(rowgate.pid())
+            let pg = proc::postgres_cpu_micros(&data_dir)
+                .zip(pg_before)
+                .map(|(a, b)| a.saturating_sub(b));
+            let cpu = proxy
+                .and_then(proc::cpu_micros)
                 .zip(cpu_before)
                 .map(|(a, b)| a - b);
+            let per_query = |c: u64| c as f64 / args.queries as f64;
             eprintln!(
-                "round {}: {name:9} {t:.3} s{}",
+                "round {}: {name:9} {t:.3} s, CPU µs/query: proxy {}, PostgreSQL {}",
                 round + 1,
-                match (*name, cpu) {
-                    ("rowgate", Some(c)) => format!(
-                        ", rowgate CPU {:.2} µs/query",
-                        c as f64 / args.queries as f64
-                    ),
-                    _ => String::new(),
-                }
+                cpu.map(|c| format!("{:.2}", per_query(c)))
+                    .unwrap_or_else(|| "-".into()),
+                pg.map(|c| format!("{:.2}", per_query(c)))
+                    .unwrap_or_else(|| "-".into()),
             );
+            proxy_cpu[i] += cpu.unwrap_or(0);
+            pg_cpu[i] += pg.unwrap_or(0);
             times[i].push(t);
         }
     }
@@ -122,10 +136,19 @@ async fn run(args: Args) -> Result<(), String> {
         args.rounds,
         common::today()
     );
-    println!("| target | seconds | / direct |");
-    println!("| --- | --- | --- |");
-    for ((name, _), m) in targets.iter().zip(&medians) {
-        println!("| {name} | {m:.3} | {:.2}x |", m / direct);
+    println!("| target | seconds | / direct | proxy CPU µs/query | PostgreSQL CPU µs/query |");
+    println!("| --- | --- | --- | --- | --- |");
+    let all_queries = (args.queries * args.rounds.max(1)) as f64;
+    for (i, ((name, _), m)) in targets.iter().zip(&medians).enumerate() {
+        let proxy = match *name {
+            "direct" => "-".to_string(),
+            _ => format!("{:.1}", proxy_cpu[i] as f64 / all_queries),
+        };
+        println!(
+            "| {name} | {m:.3} | {:.2}x | {proxy} | {:.1} |",
+            m / direct,
+            pg_cpu[i] as f64 / all_queries
+        );
     }
     if let Some(b) = medians.get(2) {
         println!("\nrowgate / PgBouncer: {:.2}x the time", medians[1] / b);
