@@ -14,12 +14,12 @@
 //! parameters, never spliced into SQL. No row comes back: `||` evaluates
 //! every call (none is ever NULL) and the WHERE drops the one row, so the
 //! values (the claims JSON among them) do not travel back on every
-//! transaction. Without the seal, each identity setting that holds a value
-//! when the transaction starts is first cleared at session level
-//! (`set_config(name, '', false)`; `role` to `none`), so a session value
-//! someone left on the pooled connection cannot surface after this
-//! transaction either; with the seal on, such a value carries no valid
-//! seal, and the clearing is left out.
+//! transaction. Without the seal, when any identity setting holds a value
+//! at session level as the transaction starts, all of them are first
+//! cleared there (`set_config(name, '', false)`; `role` to `none`), so a
+//! session value someone left on the pooled connection cannot surface
+//! after this transaction either; with the seal on, such a value carries
+//! no valid seal, and the clearing is left out.
 
 use crate::wire::frontend;
 use crate::wire::put_frame;
@@ -50,27 +50,53 @@ pub(super) struct Encoded {
 /// The flat identity statement for `client` client settings followed by
 /// the identity settings `names` (the seal last when on).
 fn statement_sql(client: usize, names: &[String], clear: bool) -> String {
-    let mut calls: Vec<String> = Vec::with_capacity(client + 2 * names.len());
+    let mut calls: Vec<String> = Vec::with_capacity(client + names.len() + 1);
     let mut p = 0;
     for _ in 0..client {
         calls.push(format!("set_config(${}, ${}, true)", p + 1, p + 2));
         p += 2;
     }
-    for name in names {
-        if clear {
-            // Only when a value is there: reading a setting costs far less
-            // than setting one at session level inside a transaction.
-            let empty = if name == "role" { "'none'" } else { "''" };
-            calls.push(format!(
-                "coalesce(CASE WHEN current_setting(${n}, true) NOT IN ('', {empty}) \
-                 THEN set_config(${n}, {empty}, false) END, '')",
-                n = p + 1
-            ));
-        }
+    let first_identity = p + 1;
+    if clear && !names.is_empty() {
+        calls.push(clearing(first_identity, names));
+    }
+    for _ in names {
         calls.push(format!("set_config(${}, ${}, true)", p + 1, p + 2));
         p += 2;
     }
     format!("SELECT WHERE ({}) IS NULL", calls.join(" || "))
+}
+
+/// Clears every identity setting at session level when any of them holds
+/// a value there (`role` one other than `none`). One check for all: a
+/// CASE per setting cost PostgreSQL about 1.5 µs more per transaction
+/// (`scripts/bench-identity-sql.sh`), and a value is only ever there when
+/// something went around the guard. Reading costs far less than setting at
+/// session level inside a transaction, so the clearing itself is
+/// conditional; `concat` skips the NULL of a setting never defined.
+fn clearing(first: usize, names: &[String]) -> String {
+    let param = |i: usize| first + 2 * i;
+    let reads: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match name.as_str() {
+            "role" => format!("nullif(current_setting(${}, true), 'none')", param(i)),
+            _ => format!("current_setting(${}, true)", param(i)),
+        })
+        .collect();
+    let clears: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let empty = if name == "role" { "'none'" } else { "''" };
+            format!("set_config(${}, {empty}, false)", param(i))
+        })
+        .collect();
+    format!(
+        "coalesce(CASE WHEN concat({}) <> '' THEN {} END, '')",
+        reads.join(", "),
+        clears.join(" || ")
+    )
 }
 
 fn put_param(out: &mut BytesMut, value: &[u8]) {
@@ -171,10 +197,10 @@ mod tests {
         assert_eq!(
             statement_sql(1, &names, true),
             "SELECT WHERE (set_config($1, $2, true) || \
-             coalesce(CASE WHEN current_setting($3, true) NOT IN ('', '') \
-             THEN set_config($3, '', false) END, '') || set_config($3, $4, true) || \
-             coalesce(CASE WHEN current_setting($5, true) NOT IN ('', 'none') \
-             THEN set_config($5, 'none', false) END, '') || set_config($5, $6, true)) IS NULL"
+             coalesce(CASE WHEN concat(current_setting($3, true), \
+             nullif(current_setting($5, true), 'none')) <> '' \
+             THEN set_config($3, '', false) || set_config($5, 'none', false) END, '') || \
+             set_config($3, $4, true) || set_config($5, $6, true)) IS NULL"
         );
         assert_eq!(
             statement_sql(0, &names[..1], false),
