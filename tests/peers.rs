@@ -164,7 +164,15 @@ async fn clients_through_haproxy_keep_identity_and_cancels_find_their_instance()
         let got: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         assert_eq!(got, [(format!("user_{n}"), format!("m{n}"))]);
     }
+    // A connection goes back to its pool just after the reply reaches the
+    // client, so the last client's may still be on its way back: wait for
+    // it (HAProxy's readiness probe above took a round-robin turn too, so
+    // which instance served the last client varies).
     for (i, r) in rowgates.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.idle_upstream() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(r.idle_upstream() > 0, "instance {} served no client", i + 1);
     }
     drop(clients);
