@@ -44,21 +44,20 @@ impl TransactionRate {
         }
         let cap = f64::from(rate);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(sub) {
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * cap < cap);
-        }
-        // The user's name is copied only the first time it is seen.
-        if !buckets.contains_key(sub) {
-            buckets.insert(
-                sub.to_string(),
-                Bucket {
+        let b = match buckets.get_mut(sub) {
+            Some(b) => b,
+            None => {
+                if buckets.len() >= MAX_BUCKETS {
+                    buckets.retain(|_, b| {
+                        b.tokens + now.duration_since(b.at).as_secs_f64() * cap < cap
+                    });
+                }
+                // The user's name is copied only the first time it is seen.
+                buckets.entry(sub.to_string()).or_insert(Bucket {
                     tokens: cap,
                     at: now,
-                },
-            );
-        }
-        let Some(b) = buckets.get_mut(sub) else {
-            return Ok(());
+                })
+            }
         };
         let refill = now.saturating_duration_since(b.at).as_secs_f64() * cap;
         b.tokens = (b.tokens + refill).min(cap);

@@ -63,7 +63,7 @@ pub async fn start(
     shared: Arc<Shared>,
     stopped: watch::Receiver<bool>,
 ) -> Result<SocketAddr, StartError> {
-    let tls = shared.clone();
+    let for_accept = shared.clone();
     let bind_err = |source| StartError::Bind {
         addr: config.addr.clone(),
         source,
@@ -74,9 +74,9 @@ pub async fn start(
         shared,
         config: config.clone(),
     });
-    let on = tls.http_tls.load().is_some();
+    let on = for_accept.http_tls.load().is_some();
     tracing::info!(%addr, tls = on, "rowgate HTTP listening (POST /sql, WebSocket /v2)");
-    tokio::spawn(accept_loop(listener, tls, router(app), stopped));
+    tokio::spawn(accept_loop(listener, for_accept, router(app), stopped));
     Ok(addr)
 }
 
@@ -117,7 +117,7 @@ async fn not_found() -> Response {
 /// (`shared.http_tls`, replaced on reload).
 async fn accept_loop(
     listener: TcpListener,
-    tls: Arc<Shared>,
+    shared: Arc<Shared>,
     router: Router,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -126,7 +126,7 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, addr)) => {
                     let _ = tcp.set_nodelay(true);
-                    let tls = tls.http_tls.load_full().map(|t| (*t).clone());
+                    let tls = shared.http_tls.load_full().map(|t| (*t).clone());
                     tokio::spawn(serve_connection(tcp, addr, tls, router.clone()));
                 }
                 Err(e) => {

@@ -75,23 +75,17 @@ fn statement_sql(client: usize, names: &[String], clear: bool) -> String {
 /// session level inside a transaction, so the clearing itself is
 /// conditional; `concat` skips the NULL of a setting never defined.
 fn clearing(first: usize, names: &[String]) -> String {
-    let param = |i: usize| first + 2 * i;
-    let reads: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| match name.as_str() {
-            "role" => format!("nullif(current_setting(${}, true), 'none')", param(i)),
-            _ => format!("current_setting(${}, true)", param(i)),
-        })
-        .collect();
-    let clears: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let empty = if name == "role" { "'none'" } else { "''" };
-            format!("set_config(${}, {empty}, false)", param(i))
-        })
-        .collect();
+    let (mut reads, mut clears) = (Vec::new(), Vec::new());
+    for (i, name) in names.iter().enumerate() {
+        let n = first + 2 * i;
+        if name == "role" {
+            reads.push(format!("nullif(current_setting(${n}, true), 'none')"));
+            clears.push(format!("set_config(${n}, 'none', false)"));
+        } else {
+            reads.push(format!("current_setting(${n}, true)"));
+            clears.push(format!("set_config(${n}, '', false)"));
+        }
+    }
     format!(
         "coalesce(CASE WHEN concat({}) <> '' THEN {} END, '')",
         reads.join(", "),
