@@ -42,7 +42,19 @@ impl RowgateProcess {
         std::fs::write(&config, toml).map_err(|e| format!("write {}: {e}", config.display()))?;
         let log = std::fs::File::create(dir.path().join("rowgate.log"))
             .map_err(|e| format!("create rowgate.log: {e}"))?;
-        let child = Command::new(env!("CARGO_BIN_EXE_rowgate"))
+        // ROWGATE_BENCH_WRAPPER runs rowgate under a tool, e.g.
+        // "valgrind --tool=massif --massif-out-file=/tmp/rowgate.massif".
+        let wrapper = std::env::var("ROWGATE_BENCH_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(env!("CARGO_BIN_EXE_rowgate"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_rowgate")),
+        };
+        let child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&config)
