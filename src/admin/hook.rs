@@ -19,8 +19,16 @@ tokio::task_local! {
 }
 
 /// Runs `f` (one client's startup and session) as client `entry`.
-pub async fn scope<F: Future>(entry: Arc<ClientEntry>, ops: Ops, f: F) -> F::Output {
-    CURRENT.scope(Current { entry, ops }, f).await
+///
+/// A plain function, not an `async fn`: an async wrapper would hold `f`
+/// twice in every client's task (once as its argument, once inside the
+/// scope future it awaits), 3.7 KB per idle client.
+pub fn scope<F: Future>(
+    entry: Arc<ClientEntry>,
+    ops: Ops,
+    f: F,
+) -> impl Future<Output = F::Output> {
+    CURRENT.scope(Current { entry, ops }, f)
 }
 
 fn current() -> Option<Current> {

@@ -294,9 +294,9 @@ impl Driver {
         }
         // An idle client keeps no buffers: thousands of idle clients then
         // cost little more than their sockets and tasks.
-        if self.crbuf.capacity() > 0 {
-            self.crbuf = BytesMut::new();
-        }
+        // Unconditionally: an empty buffer split from a larger one (the
+        // handshake's) may show no capacity and still keep that allocation.
+        self.crbuf = BytesMut::new();
         if self.core.client_out().capacity() > 4096 {
             *self.core.client_out() = BytesMut::new();
         }

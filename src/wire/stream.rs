@@ -26,6 +26,24 @@ pub enum Stream {
 /// The first read step of an empty buffer.
 const FIRST_READ: usize = 2048;
 
+/// Waits until the socket is readable, then takes the first read step and
+/// reads without blocking (a spurious wake-up waits again, keeping the
+/// step). Cancel-safe, like `read_buf`: nothing is read until it returns.
+macro_rules! read_when_ready {
+    ($socket:expr, $buf:expr) => {
+        loop {
+            $socket.readable().await?;
+            if $buf.capacity() == 0 {
+                $buf.reserve(FIRST_READ);
+            }
+            match $socket.try_read_buf($buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => break r,
+            }
+        }
+    };
+}
+
 impl Stream {
     /// Whether the stream itself is encrypted. An in-process pipe is not;
     /// whether its transport was is for its owner to say.
@@ -40,9 +58,16 @@ impl Stream {
     /// transactions) gets a small first step, since it is held for as long
     /// as the client waits: most transactions fit in it, and thousands of
     /// idle clients then do not each pin 16 KiB.
+    ///
+    /// On a socket an empty buffer gets no memory until bytes are there to
+    /// read: an idle client waits with none at all.
     pub async fn read_more(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
         if buf.capacity() == 0 {
-            buf.reserve(FIRST_READ);
+            match self {
+                Stream::Plain(s) => return read_when_ready!(s, buf),
+                Stream::Unix(s) => return read_when_ready!(s, buf),
+                _ => buf.reserve(FIRST_READ),
+            }
         } else if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
