@@ -49,8 +49,13 @@ async fn authenticator(k: &Keys) -> Arc<Authenticator> {
         jwk_from_public_pem("a", &k.a_pub).unwrap(),
         jwk_from_public_pem("b", &k.b_pub).unwrap(),
     ]});
-    let path =
-        std::env::temp_dir().join(format!("rowgate-auth-hostile-{}.json", std::process::id()));
+    // One file per call: the tests of this binary run in parallel, and a
+    // shared name let one test read a file another was still writing.
+    let path = std::env::temp_dir().join(format!(
+        "rowgate-auth-hostile-{}-{:08x}.json",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::write(&path, jwks.to_string()).unwrap();
     let text = format!(
         r#"[auth]
