@@ -44,6 +44,11 @@ pub struct LocalPostgresOptions {
     /// cluster, and never removed. As root, the `postgres` user must be able
     /// to reach it.
     pub data_dir: Option<PathBuf>,
+    /// Where the fresh run dir (socket, log, and the cluster when `data_dir`
+    /// is `None`) is made. `None` is the system temp dir (`/tmp` as root).
+    /// Tests pass [`memory_dir`]: a cluster on tmpfs starts and copies
+    /// databases several times faster than on a VM's disk.
+    pub run_dir_base: Option<PathBuf>,
 }
 
 impl Default for LocalPostgresOptions {
@@ -55,6 +60,7 @@ impl Default for LocalPostgresOptions {
             port: None,
             extra_conf: Vec::new(),
             data_dir: None,
+            run_dir_base: None,
         }
     }
 }
@@ -152,7 +158,10 @@ impl LocalPostgres {
             ),
             None => None,
         };
-        let run_dir = make_run_dir(run_as.is_some())?;
+        let run_dir = match &opts.run_dir_base {
+            Some(base) => make_run_dir_in(base)?,
+            None => make_run_dir(run_as.is_some())?,
+        };
         let mut pg = LocalPostgres {
             bin_dir,
             data_dir: data_dir.unwrap_or_else(|| run_dir.join("data")),
@@ -552,12 +561,32 @@ fn lookup_user(name: &str) -> Option<OsUser> {
 
 /// A fresh private dir for socket, log and data. As root it lives in /tmp
 /// with mode 0755 so the `postgres` user can reach into it.
+/// `/dev/shm` when it is a memory-backed directory with at least
+/// `min_free` bytes available (a container's default 64 MB is too small
+/// for a cluster), else `None`.
+pub fn memory_dir(min_free: u64) -> Option<PathBuf> {
+    let dir = PathBuf::from("/dev/shm");
+    let path = std::ffi::CString::new("/dev/shm").ok()?;
+    // SAFETY: statvfs only writes the struct we hand it, and `path` is a
+    // valid NUL-terminated string that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    (free >= min_free && dir.is_dir()).then_some(dir)
+}
+
 fn make_run_dir(as_root: bool) -> Result<PathBuf> {
     let base = if as_root {
         PathBuf::from("/tmp")
     } else {
         std::env::temp_dir()
     };
+    make_run_dir_in(&base)
+}
+
+fn make_run_dir_in(base: &Path) -> Result<PathBuf> {
     let mut last = None;
     for _ in 0..10 {
         let dir = base.join(format!(
