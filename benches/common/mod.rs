@@ -102,6 +102,8 @@ impl Cluster {
             .collect(),
             port: None,
             data_dir: None,
+            // The system temp dir, as a deployment would have a disk.
+            run_dir_base: None,
         };
         let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(opts))
             .await
