@@ -67,12 +67,17 @@ enum Event {
 
 /// Serves an authenticated client until it leaves, then leaves the
 /// upstream clean (or closed).
-pub(super) async fn run(
+///
+/// Not an `async fn`: one keeps its arguments in its state for its whole
+/// life, beside the locals made from them, and every idle client's task
+/// would carry the spent `Authenticated`. The driver is built first and is
+/// the future's only capture.
+pub(super) fn run(
     shared: Arc<Shared>,
     ok: Authenticated,
     key: (i32, i32),
     cancel_slot: Arc<CancelSlot>,
-) {
+) -> impl std::future::Future<Output = ()> {
     let database = ok.database.clone();
     let core = Core::new(
         shared.clone(),
@@ -94,14 +99,16 @@ pub(super) async fn run(
         cancel_slot,
         own_deadline: None,
     };
-    d.serve().await;
-    d.cancel_slot.set(None);
-    if let Some((code, message)) = d.core.ended().and_then(End::fatal) {
-        if let Some(End::UpstreamLost(m)) = d.core.ended() {
-            tracing::info!("session ended: upstream lost: {m}");
+    async move {
+        d.serve().await;
+        d.cancel_slot.set(None);
+        if let Some((code, message)) = d.core.ended().and_then(End::fatal) {
+            if let Some(End::UpstreamLost(m)) = d.core.ended() {
+                tracing::info!("session ended: upstream lost: {m}");
+            }
+            let _ = d.client.write_all(d.core.client_out()).await;
+            super::startup::send_fatal(&mut d.client, code, &message).await;
         }
-        let _ = d.client.write_all(d.core.client_out()).await;
-        super::startup::send_fatal(&mut d.client, code, &message).await;
     }
 }
 

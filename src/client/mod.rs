@@ -375,30 +375,33 @@ async fn serve_client(
     // Boxed, and so freed once the client is in: inline, the startup's
     // state (TLS, SCRAM, token checks) would size every idle client's task.
     let handshake = Box::pin(startup::handshake(stream, peer, secure, shared));
-    let Ok(result) = tokio::time::timeout(limit, handshake).await else {
-        metrics::incr("rowgate_refusals_total", "login_timeout");
-        tracing::info!(client = entry.id, %peer, "client closed: login not completed within [listen] login_timeout ({limit:?})");
-        return None;
-    };
-    match result {
-        Ok(mut ok) => {
-            tracing::info!(client = entry.id, %peer, issuer = %ok.identity.issuer, sub = %ok.identity.subject, token_id = %ok.identity.token_id, "client authenticated");
-            if let Err(e) = shared.ops.authenticated(entry, &ok.identity.subject) {
-                tracing::info!(client = entry.id, %peer, reason = e.reason(), "client refused: {e}");
-                startup::send_fatal(&mut ok.stream, e.sqlstate(), &format!("rowgate: {e}")).await;
-                return None;
-            }
-            let (key, cancel_slot) = shared.cancels.register(ok.database.clone());
-            driver::run(shared.clone(), ok, key, cancel_slot).await;
-            shared.cancels.unregister(key);
+    // The handshake's result is matched where it is made, so it is gone
+    // before the session starts: kept in a variable, it would stay in every
+    // idle client's task beside the `Authenticated` taken out of it.
+    let mut ok = match tokio::time::timeout(limit, handshake).await {
+        Err(_) => {
+            metrics::incr("rowgate_refusals_total", "login_timeout");
+            tracing::info!(client = entry.id, %peer, "client closed: login not completed within [listen] login_timeout ({limit:?})");
+            return None;
         }
-        Err((Some(stream), startup::StartupEnd::AdminConsole { pending })) => {
+        Ok(Ok(ok)) => ok,
+        Ok(Err((Some(stream), startup::StartupEnd::AdminConsole { pending }))) => {
             return Some((stream, pending));
         }
-        Err((Some(mut stream), startup::StartupEnd::Refuse { code, message })) => {
+        Ok(Err((Some(mut stream), startup::StartupEnd::Refuse { code, message }))) => {
             startup::send_fatal(&mut stream, code, &message).await;
+            return None;
         }
-        Err(_) => {}
+        Ok(Err(_)) => return None,
+    };
+    tracing::info!(client = entry.id, %peer, issuer = %ok.identity.issuer, sub = %ok.identity.subject, token_id = %ok.identity.token_id, "client authenticated");
+    if let Err(e) = shared.ops.authenticated(entry, &ok.identity.subject) {
+        tracing::info!(client = entry.id, %peer, reason = e.reason(), "client refused: {e}");
+        startup::send_fatal(&mut ok.stream, e.sqlstate(), &format!("rowgate: {e}")).await;
+        return None;
     }
+    let (key, cancel_slot) = shared.cancels.register(ok.database.clone());
+    driver::run(shared.clone(), ok, key, cancel_slot).await;
+    shared.cancels.unregister(key);
     None
 }
