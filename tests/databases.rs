@@ -280,7 +280,7 @@ async fn a_cancel_reaches_the_clients_own_database() {
     let cancel = c.cancel_token();
     let started = std::time::Instant::now();
     let sleeper = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    support::wait_until_running("select pg_sleep(30)").await;
     cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let err = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper)
         .await

@@ -186,7 +186,7 @@ async fn clients_through_haproxy_keep_identity_and_cancels_find_their_instance()
         let cancel = c.cancel_token();
         let started = Instant::now();
         let sleeper = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        support::wait_until_running("select pg_sleep(30)").await;
         cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
         let result = tokio::time::timeout(Duration::from_secs(10), sleeper)
             .await

@@ -539,7 +539,7 @@ async fn a_cancel_request_reaches_the_running_query() {
     let alice = proxy.connect(&token("user_alice")).await.unwrap();
     let cancel = alice.cancel_token();
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        support::wait_until_running("select pg_sleep(30)").await;
         cancel.cancel_query(tokio_postgres::NoTls).await
     });
     let err = alice.simple_query("select pg_sleep(30)").await.unwrap_err();

@@ -234,6 +234,34 @@ impl Drop for TestDb {
     }
 }
 
+/// Waits (10 s at most) until some backend of the shared server is running
+/// exactly `sql`, as `pg_stat_activity` shows it. Tests that cancel a query
+/// wait for this rather than a fixed time: on a loaded machine the query
+/// may not have reached PostgreSQL yet, and a cancel for a connection with
+/// nothing running does nothing.
+pub async fn wait_until_running(sql: &str) {
+    let admin = connect(&pg().superuser_url("postgres")).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let running: i64 = admin
+            .query_one(
+                "select count(*) from pg_stat_activity where state = 'active' and query = $1",
+                &[&sql],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no backend ran {sql:?} within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Connects with tokio-postgres (NoTls: loopback only) and spawns the
 /// connection task on the current runtime. Panics with the server's error.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
