@@ -12,8 +12,8 @@ cargo test --locked --lib --bins --tests "$@"
 
 # Other PostgreSQL majors (binaries from scripts/ensure-deps.sh), besides the
 # system's 15 above: the tests pick the server from ROWGATE_PG_BIN. The
-# whole suite on 13 and 18, a smoke run on the others (about 9 minutes on a
-# busy 2-core machine for all of it: 13 about 5, 18 about 3.5, the smoke
+# whole suite on 13 and 18, a smoke run on the others (about 7 minutes on a
+# busy 2-core machine for all of it: 13 about 3, 18 about 4, the smoke
 # runs under half a minute each; ROWGATE_PG_VERSIONS=none skips it, a list
 # such as "13 18" narrows it).
 versions_run() {
