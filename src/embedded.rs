@@ -559,14 +559,12 @@ fn lookup_user(name: &str) -> Option<OsUser> {
     }
 }
 
-/// A fresh private dir for socket, log and data. As root it lives in /tmp
-/// with mode 0755 so the `postgres` user can reach into it.
 /// `/dev/shm` when it is a memory-backed directory with at least
 /// `min_free` bytes available (a container's default 64 MB is too small
 /// for a cluster), else `None`.
 pub fn memory_dir(min_free: u64) -> Option<PathBuf> {
-    let dir = PathBuf::from("/dev/shm");
-    let path = std::ffi::CString::new("/dev/shm").ok()?;
+    const SHM: &str = "/dev/shm";
+    let path = std::ffi::CString::new(SHM).ok()?;
     // SAFETY: statvfs only writes the struct we hand it, and `path` is a
     // valid NUL-terminated string that outlives the call.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -574,9 +572,12 @@ pub fn memory_dir(min_free: u64) -> Option<PathBuf> {
         return None;
     }
     let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    let dir = PathBuf::from(SHM);
     (free >= min_free && dir.is_dir()).then_some(dir)
 }
 
+/// A fresh private dir for socket, log and data. As root it lives in /tmp
+/// with mode 0755 so the `postgres` user can reach into it.
 fn make_run_dir(as_root: bool) -> Result<PathBuf> {
     let base = if as_root {
         PathBuf::from("/tmp")

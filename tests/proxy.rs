@@ -23,9 +23,12 @@ async fn setup(pool_size: usize) -> (support::TestDb, RunningProxy) {
 
 /// First column of every row of a simple query.
 async fn simple_col(c: &Client, sql: &str) -> Vec<Option<String>> {
-    c.simple_query(sql)
-        .await
-        .unwrap()
+    first_col(c.simple_query(sql).await.unwrap())
+}
+
+/// First column of every row in a simple query's messages.
+fn first_col(messages: Vec<SimpleQueryMessage>) -> Vec<Option<String>> {
+    messages
         .into_iter()
         .filter_map(|m| match m {
             SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
@@ -561,15 +564,7 @@ async fn a_cancel_request_reaches_the_running_query() {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             r => {
-                let rows: Vec<Option<String>> = r
-                    .unwrap()
-                    .into_iter()
-                    .filter_map(|m| match m {
-                        SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
-                        _ => None,
-                    })
-                    .collect();
-                assert_eq!(rows, [Some("user_alice".to_string())]);
+                assert_eq!(first_col(r.unwrap()), [Some("user_alice".to_string())]);
                 break;
             }
         }
