@@ -8,7 +8,6 @@ use super::Ops;
 use std::future::Future;
 use std::sync::Arc;
 
-#[derive(Clone)]
 struct Current {
     entry: Arc<ClientEntry>,
     ops: Ops,
@@ -31,8 +30,10 @@ pub fn scope<F: Future>(
     CURRENT.scope(Current { entry, ops }, f)
 }
 
-fn current() -> Option<Current> {
-    CURRENT.try_with(Current::clone).ok()
+/// Runs `f` on the current client, if any. By reference: a clone would
+/// touch two reference counts on every hook, every transaction.
+fn with_current<R>(f: impl FnOnce(&Current) -> R) -> Option<R> {
+    CURRENT.try_with(f).ok()
 }
 
 /// Message of the 57P01 a client gets when rowgate shuts down.
@@ -46,32 +47,32 @@ pub const KILL_MESSAGE: &str = "terminating connection due to administrator comm
 /// starts): refuses during shutdown and beyond the user's transaction
 /// rate, else marks the client as waiting.
 pub fn before_acquire() -> Result<(), (&'static str, String)> {
-    let Some(c) = current() else { return Ok(()) };
-    if c.entry.stop_request() != StopRequest::None {
-        return Err(("57P01", SHUTDOWN_MESSAGE.to_string()));
-    }
-    if let Err(e) = c.ops.allow_transaction(c.entry.sub()) {
-        return Err(("53400", format!("rowgate: {e}")));
-    }
-    c.entry.set_state(ClientState::Waiting);
-    Ok(())
+    with_current(|c| {
+        if c.entry.stop_request() != StopRequest::None {
+            return Err(("57P01", SHUTDOWN_MESSAGE.to_string()));
+        }
+        if let Err(e) = c.ops.allow_transaction(c.entry.sub()) {
+            return Err(("53400", format!("rowgate: {e}")));
+        }
+        c.entry.set_state(ClientState::Waiting);
+        Ok(())
+    })
+    .unwrap_or(Ok(()))
 }
 
 /// After the pool answered: `Some(pid)` of the connection lent, `None`
 /// when none was.
 pub fn acquired(pid: Option<i32>) {
-    let Some(c) = current() else { return };
-    match pid {
+    with_current(|c| match pid {
         Some(pid) => c.entry.begin_transaction(pid),
         None => c.entry.set_state(ClientState::Idle),
-    }
+    });
 }
 
 /// After the session gave its connection back (the transaction is over);
 /// `database` is the metrics label of the database it was on.
 pub fn released(database: &'static str) {
-    let Some(c) = current() else { return };
-    if let Some(elapsed) = c.entry.end_transaction() {
+    if let Some(Some(elapsed)) = with_current(|c| c.entry.end_transaction()) {
         super::observe_transaction(database, elapsed);
     }
 }
@@ -80,18 +81,24 @@ pub fn released(database: &'static str) {
 /// `KILL` (or the shutdown timeout), and only `between_transactions` when
 /// draining. Returns the message.
 pub async fn stop_requested(between_transactions: bool) -> &'static str {
-    let Some(c) = current() else {
-        return std::future::pending().await;
-    };
-    match c.entry.stopped(between_transactions).await {
-        StopRequest::Kill if c.ops.lifecycle().phase() < super::Phase::Stopping => KILL_MESSAGE,
-        _ => SHUTDOWN_MESSAGE,
-    }
+    std::future::poll_fn(|cx| {
+        with_current(|c| {
+            c.entry
+                .poll_stopped(cx, between_transactions)
+                .map(|req| match req {
+                    StopRequest::Kill if c.ops.lifecycle().phase() < super::Phase::Stopping => {
+                        KILL_MESSAGE
+                    }
+                    _ => SHUTDOWN_MESSAGE,
+                })
+        })
+        // Outside a client's task nothing can stop it.
+        .unwrap_or(std::task::Poll::Pending)
+    })
+    .await
 }
 
 /// The database the client named in its startup packet.
 pub fn startup_database(database: &str) {
-    if let Some(c) = current() {
-        c.entry.set_database(database);
-    }
+    with_current(|c| c.entry.set_database(database));
 }

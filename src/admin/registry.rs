@@ -1,12 +1,13 @@
 //! Every connected client, for `SHOW CLIENTS`, `KILL`, the per-user cap,
 //! the clients-by-state gauges and graceful shutdown.
 
+use futures_util::task::AtomicWaker;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
-use tokio::sync::watch;
 
 /// Where a client is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +54,7 @@ impl ClientState {
 
 /// What the session should do at its next chance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
 pub enum StopRequest {
     /// Carry on.
     None,
@@ -60,6 +62,16 @@ pub enum StopRequest {
     Drain,
     /// Close now (`KILL`, shutdown timeout).
     Kill,
+}
+
+impl StopRequest {
+    fn from_u8(v: u8) -> StopRequest {
+        match v {
+            0 => StopRequest::None,
+            1 => StopRequest::Drain,
+            _ => StopRequest::Kill,
+        }
+    }
 }
 
 /// One connected client. Holds the `sub` once verified, never a token.
@@ -81,7 +93,12 @@ pub struct ClientEntry {
     txn_started: AtomicU64,
     upstream_pid: AtomicI32,
     transactions: AtomicU64,
-    stop: watch::Sender<StopRequest>,
+    /// The strongest [`StopRequest`] so far, as its `u8`.
+    stop: AtomicU8,
+    /// The session's task, woken by a stop request. One waiter (the
+    /// session) and one registration per wait: a watch channel's
+    /// subscription and notify list cost a lock on every wake-up.
+    stop_waker: AtomicWaker,
 }
 
 impl ClientEntry {
@@ -98,7 +115,8 @@ impl ClientEntry {
             txn_started: AtomicU64::new(0),
             upstream_pid: AtomicI32::new(0),
             transactions: AtomicU64::new(0),
-            stop: watch::channel(StopRequest::None).0,
+            stop: AtomicU8::new(StopRequest::None as u8),
+            stop_waker: AtomicWaker::new(),
         }
     }
 
@@ -113,8 +131,12 @@ impl ClientEntry {
 
     /// Moves to `state`.
     pub fn set_state(&self, state: ClientState) {
+        self.set_state_at(state, self.micros());
+    }
+
+    fn set_state_at(&self, state: ClientState, micros: u64) {
         self.state.store(state as u8, Ordering::Relaxed);
-        self.state_since.store(self.micros(), Ordering::Relaxed);
+        self.state_since.store(micros, Ordering::Relaxed);
     }
 
     /// How long the client has been in its state.
@@ -130,10 +152,12 @@ impl ClientEntry {
 
     /// A transaction began on upstream connection `pid`.
     pub fn begin_transaction(&self, pid: i32) {
+        // One clock read for both stamps: this runs on every transaction.
+        let now = self.micros();
         self.upstream_pid.store(pid, Ordering::Relaxed);
-        self.txn_started.store(self.micros(), Ordering::Relaxed);
+        self.txn_started.store(now, Ordering::Relaxed);
         self.transactions.fetch_add(1, Ordering::Relaxed);
-        self.set_state(ClientState::InTransaction);
+        self.set_state_at(ClientState::InTransaction, now);
     }
 
     /// The transaction ended; returns how long it took (None if none ran).
@@ -141,12 +165,11 @@ impl ClientEntry {
         if self.state() != ClientState::InTransaction {
             return None;
         }
+        let now = self.micros();
         self.upstream_pid.store(0, Ordering::Relaxed);
-        self.set_state(ClientState::Idle);
+        self.set_state_at(ClientState::Idle, now);
         let began = self.txn_started.load(Ordering::Relaxed);
-        Some(std::time::Duration::from_micros(
-            self.micros().saturating_sub(began),
-        ))
+        Some(std::time::Duration::from_micros(now.saturating_sub(began)))
     }
 
     /// The database the client asked for, once known.
@@ -176,34 +199,37 @@ impl ClientEntry {
 
     /// Asks the session to stop (never lowers an earlier, stronger request).
     pub fn request_stop(&self, req: StopRequest) {
-        self.stop.send_if_modified(|cur| {
-            if req > *cur {
-                *cur = req;
-                true
-            } else {
-                false
-            }
-        });
+        if self.stop.fetch_max(req as u8, Ordering::AcqRel) < req as u8 {
+            self.stop_waker.wake();
+        }
     }
 
     /// What has been asked of the session so far.
     pub fn stop_request(&self) -> StopRequest {
-        *self.stop.borrow()
+        StopRequest::from_u8(self.stop.load(Ordering::Acquire))
     }
 
-    /// Waits for a stop request that applies: `Kill` always, `Drain` only
-    /// when the client is between transactions.
-    pub async fn stopped(&self, between_transactions: bool) -> StopRequest {
-        let mut rx = self.stop.subscribe();
-        loop {
-            let req = *rx.borrow_and_update();
-            if req == StopRequest::Kill || (req == StopRequest::Drain && between_transactions) {
-                return req;
-            }
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+    /// Ready with a stop request that applies: `Kill` always, `Drain`
+    /// only when the client is between transactions. For one waiter at a
+    /// time (the session's task).
+    pub fn poll_stopped(
+        &self,
+        cx: &mut Context<'_>,
+        between_transactions: bool,
+    ) -> Poll<StopRequest> {
+        // Registered before the check: a request made in between still
+        // wakes this task.
+        self.stop_waker.register(cx.waker());
+        match self.stop_request() {
+            StopRequest::Kill => Poll::Ready(StopRequest::Kill),
+            StopRequest::Drain if between_transactions => Poll::Ready(StopRequest::Drain),
+            _ => Poll::Pending,
         }
+    }
+
+    /// Waits for a stop request that applies (see [`Self::poll_stopped`]).
+    pub async fn stopped(&self, between_transactions: bool) -> StopRequest {
+        std::future::poll_fn(|cx| self.poll_stopped(cx, between_transactions)).await
     }
 }
 

@@ -14,9 +14,12 @@ use crate::wire::{next_frame, peek_frame_len, MAX_MESSAGE_LEN};
 /// A refusal of a connection for a transaction: SQLSTATE and message.
 type Refusal = (&'static str, String);
 use bytes::BytesMut;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep, sleep_until, Instant};
 
 /// How long rowgate waits for the server to answer its own statements (a
@@ -138,6 +141,7 @@ impl Driver {
                 break;
             }
         }
+        self.flush_upstream_now();
         self.write_out().await;
         // A write failure may have ended something; its actions are quick.
         while let Some(action) = self.core.next_action() {
@@ -330,36 +334,34 @@ impl Driver {
         let own_deadline = self.own_deadline;
         let between = self.core.between_transactions() && self.core.ended().is_none();
         let to_server = self.core.server_out();
-        let mut up = self.upstream.as_mut().map(|c| {
-            let c = &mut **c;
-            (tokio::io::split(&mut c.stream), &mut c.rbuf)
-        });
-        let (read_up, write_up) = match &mut up {
-            Some(((r, w), rbuf)) => (Some((r, &mut **rbuf)), Some(w)),
-            None => (None, None),
-        };
-        let reading = async {
-            match read_up {
-                Some((r, rbuf)) => {
-                    if rbuf.capacity() - rbuf.len() < 4096 {
-                        rbuf.reserve(16 * 1024);
-                    }
-                    r.read_buf(rbuf).await
+        let mut conn = self.upstream.as_deref_mut();
+        // The server's socket in one future, writing what is owed to it
+        // first and reading its replies otherwise: one borrow, where
+        // `tokio::io::split` would allocate and lock on every wait.
+        let server = std::future::poll_fn(|cx| {
+            let Some(c) = conn.as_deref_mut() else {
+                return Poll::Pending;
+            };
+            if !to_server.is_empty() {
+                if let Poll::Ready(r) = Pin::new(&mut c.stream).poll_write(cx, to_server) {
+                    return Poll::Ready(Event::Wrote(r));
                 }
-                None => std::future::pending().await,
             }
-        };
-        let writing = async {
-            match write_up {
-                Some(w) if !to_server.is_empty() => w.write(to_server).await,
-                _ => std::future::pending().await,
+            if c.rbuf.capacity() - c.rbuf.len() < 4096 {
+                c.rbuf.reserve(16 * 1024);
             }
-        };
+            // `read_buf` is cancel-safe, so a fresh one per poll is fine.
+            let read = c.stream.read_buf(&mut c.rbuf);
+            tokio::pin!(read);
+            read.poll(cx).map(Event::Server)
+        });
         tokio::select! {
+            // Fixed order, no random start: the stop check is cheap, and
+            // the server's replies go before more of the client's input.
+            biased;
             m = crate::admin::hook::stop_requested(between) => Event::Stop(m),
+            e = server => e,
             r = self.client.read_more(&mut self.crbuf), if read_client => Event::Client(r),
-            r = reading => Event::Server(r),
-            r = writing => Event::Wrote(r),
             // The timers are made only when their branch is on (an async
             // block is built but not polled otherwise): reading the clock
             // and registering three timers on every wake-up showed in the
@@ -367,6 +369,40 @@ impl Driver {
             _ = async { sleep(idle).await }, if detached && !idle.is_zero() => Event::Idle,
             _ = async { sleep(in_txn).await }, if idle_in_txn && !in_txn.is_zero() => Event::IdleInTransaction,
             _ = async { sleep_until(own_deadline.unwrap_or_else(Instant::now)).await }, if own_deadline.is_some() => Event::OwnDeadline,
+        }
+    }
+
+    /// Writes what the core has for the server now, without waiting: the
+    /// socket nearly always takes it, and the wait for the reply then
+    /// starts at once instead of after one more turn of the loop.
+    fn flush_upstream_now(&mut self) {
+        let Some(c) = self.upstream.as_deref_mut() else {
+            return;
+        };
+        let out = self.core.server_out();
+        if out.is_empty() {
+            return;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(r) = Pin::new(&mut c.stream).poll_write(&mut cx, out) {
+            self.wrote(r);
+        }
+    }
+
+    /// The server took `n` bytes (or the write failed).
+    fn wrote(&mut self, result: std::io::Result<usize>) {
+        match result {
+            Ok(n) => {
+                use bytes::Buf;
+                self.core.server_out().advance(n);
+                if self.core.server_out().is_empty() {
+                    // Each flush upstream is at most one round trip; benches
+                    // compare this with transactions to show injection adds
+                    // none.
+                    crate::metrics::incr("rowgate_upstream_writes_total", "");
+                }
+            }
+            Err(e) => self.core.upstream_lost(e.to_string()),
         }
     }
 
@@ -382,17 +418,7 @@ impl Driver {
                 crate::metrics::add("rowgate_bytes_total", "from_server", n as i64);
                 self.feed_server()
             }
-            Event::Wrote(Ok(n)) => {
-                use bytes::Buf;
-                self.core.server_out().advance(n);
-                if self.core.server_out().is_empty() {
-                    // Each flush upstream is at most one round trip; benches
-                    // compare this with transactions to show injection adds
-                    // none.
-                    crate::metrics::incr("rowgate_upstream_writes_total", "");
-                }
-            }
-            Event::Wrote(Err(e)) => self.core.upstream_lost(e.to_string()),
+            Event::Wrote(r) => self.wrote(r),
             Event::Idle => self.core.client_gone(End::IdleTimeout),
             Event::IdleInTransaction => self.core.client_gone(End::IdleInTransaction),
             Event::Stop(message) => self.core.client_gone(End::Stopped(message)),

@@ -274,12 +274,20 @@ impl Pool {
         cfg: &UpstreamConfig,
         started: Instant,
     ) -> Result<PooledConn, PoolError> {
-        let permit = match tokio::time::timeout(
-            cfg.acquire_timeout,
-            self.inner.permits.clone().acquire_owned(),
-        )
-        .await
-        {
+        // A free permit is taken without the timeout's timer: that is the
+        // common case, on every transaction. `try_acquire` never jumps the
+        // queue: it fails while anyone waits.
+        let permit = match self.inner.permits.clone().try_acquire_owned() {
+            Ok(p) => Ok(Ok(p)),
+            Err(_) => {
+                tokio::time::timeout(
+                    cfg.acquire_timeout,
+                    self.inner.permits.clone().acquire_owned(),
+                )
+                .await
+            }
+        };
+        let permit = match permit {
             Ok(Ok(p)) => p,
             _ => {
                 metrics::incr("rowgate_pool_acquire_timeouts_total", self.inner.label);
@@ -332,11 +340,13 @@ impl Pool {
     /// Most recent idle connection still within its lifetime limits.
     fn take_idle(&self) -> Option<ServerConn> {
         let cfg = self.inner.cfg.load();
+        let now = Instant::now();
         let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(mut conn) = idle.pop() {
-            let too_old = !cfg.max_lifetime.is_zero() && conn.created.elapsed() > cfg.max_lifetime;
-            let too_idle =
-                !cfg.idle_timeout.is_zero() && conn.idle_since.elapsed() > cfg.idle_timeout;
+            let too_old = !cfg.max_lifetime.is_zero()
+                && now.saturating_duration_since(conn.created) > cfg.max_lifetime;
+            let too_idle = !cfg.idle_timeout.is_zero()
+                && now.saturating_duration_since(conn.idle_since) > cfg.idle_timeout;
             // A connection the server closed (restart, idle timeout)
             // must not be lent: the client would lose its first statement.
             if too_old || too_idle || !conn.looks_alive() {
