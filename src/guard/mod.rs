@@ -13,7 +13,8 @@ mod tree;
 
 pub use lexical::{
     classify, deallocate, ends_a_transaction, is_single_statement, leading_modes, session_effects,
-    Deallocate, ModeSettings, SessionEffects, SessionOp, TxnEffect, TxnModes, ISOLATION_LEVELS,
+    session_effects_of, Deallocate, Mentions, ModeSettings, SessionEffects, SessionOp, TxnEffect,
+    TxnModes, ISOLATION_LEVELS,
 };
 pub use rules::{CODE_FUNCTIONS, IDENTITY_SETTINGS, ROLE_SETTINGS};
 pub use seal::{install_seal_key, parse_key, read_key_file, SealConfig, Sealer, MIN_KEY_BYTES};

@@ -7,8 +7,8 @@ use super::statements::{query_of, Statement};
 use super::{Attachment, Copy, CopyRestart, End, Hold, IdentityState, Link, Phase, Txn};
 use crate::config::StatePolicy;
 use crate::guard::{
-    classify, deallocate, ends_a_transaction, is_single_statement, leading_modes, session_effects,
-    Deallocate, GuardViolation, SessionOp, SessionState, TxnEffect,
+    classify, deallocate, ends_a_transaction, is_single_statement, leading_modes,
+    session_effects_of, Deallocate, GuardViolation, Mentions, SessionOp, SessionState, TxnEffect,
 };
 use crate::wire::backend::{self, Severity};
 use crate::wire::frontend::{self, put_bind, put_parse, put_target};
@@ -33,18 +33,8 @@ fn starts_batch(tag: u8) -> bool {
 /// makes the server read what follows as data: both words appear in it. It
 /// can only be a statement of the query itself, never run from inside a
 /// function.
-fn may_copy_in(sql: &[u8]) -> bool {
-    let has = |word: &[u8]| {
-        sql.windows(word.len())
-            .any(|w| w.eq_ignore_ascii_case(word))
-    };
-    has(b"copy") && has(b"stdin")
-}
-
 fn touches_prepared_statements(sql: &[u8]) -> bool {
-    const WORDS: [&[u8]; 3] = [b"prepare", b"dealloc", b"discard"];
-    sql.windows(7)
-        .any(|w| WORDS.iter().any(|word| w.eq_ignore_ascii_case(word)))
+    Mentions::of(sql).prepared_words()
 }
 
 /// PostgreSQL's own words for a message with a body where none belongs
@@ -613,11 +603,12 @@ impl Core {
         // among them: rowgate's Sync must not end that skipping early.
         let at_boundary = self.phase == Phase::Ready;
         let injected = self.before_statement(effect, leading);
-        let fx = session_effects(sql);
+        let mentions = Mentions::of(sql);
+        let fx = session_effects_of(sql, mentions);
         let Link::Attached(a) = &mut self.link else {
             return;
         };
-        if touches_prepared_statements(body) {
+        if mentions.prepared_words() {
             forget_prepared(a);
         }
         a.fx.merge(&fx);
@@ -635,7 +626,7 @@ impl Core {
         let opens = matches!(effect, TxnEffect::Starts(_));
         a.queue.push(Expect::forward(Kind::Query).opening(opens));
         if injected && at_boundary {
-            self.trailing_sync(may_copy_in(sql));
+            self.trailing_sync(mentions.copy_in_words());
         }
         let Link::Attached(a) = &mut self.link else {
             return;

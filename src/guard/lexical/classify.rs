@@ -178,6 +178,16 @@ pub fn leading_modes(sql: &[u8]) -> Option<ModeSettings> {
 /// semicolons aside). After a single statement rowgate knows where the
 /// transaction stands without waiting for the server's ReadyForQuery.
 pub fn is_single_statement(sql: &[u8]) -> bool {
+    // Without a semicolon before the trailing ones there is one statement,
+    // whatever the text holds; only then is it worth lexing (most texts,
+    // such as `SELECT ... WHERE aid = 42;`, never are).
+    let end = sql
+        .iter()
+        .rposition(|b| !matches!(b, b';' | b' ' | b'\t' | b'\n' | b'\r'))
+        .map_or(0, |i| i + 1);
+    if !sql[..end].contains(&b';') {
+        return true;
+    }
     Lexer { s: sql, i: 0 }.only_this_statement(false)
 }
 
@@ -229,6 +239,12 @@ pub fn ends_a_transaction(sql: &[u8]) -> bool {
     first.is_some_and(|f| f != "prepare")
 }
 
+/// The first words [`classify`] reads further; every other is `Plain`.
+const FIRST_WORDS: &[&str] = &[
+    "begin", "start", "set", "commit", "rollback", "abort", "release", "end", "prepare", "vacuum",
+    "reindex", "discard", "cluster", "create", "drop", "alter",
+];
+
 /// Classifies SQL text. Text holding several statements is `Plain` (the
 /// identity goes before all of them) unless rowgate can tell otherwise.
 pub fn classify(sql: &[u8]) -> TxnEffect {
@@ -240,6 +256,10 @@ pub fn classify(sql: &[u8]) -> TxnEffect {
     while n < words.len() {
         match lx.next_token() {
             Some(Token::Word(w)) => {
+                // Most statements are plain by their first word: stop there.
+                if n == 0 && !FIRST_WORDS.contains(&w.as_str()) {
+                    return TxnEffect::Plain;
+                }
                 words[n] = w;
                 n += 1;
             }

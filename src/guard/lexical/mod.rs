@@ -16,7 +16,83 @@ pub use classify::{
     TxnModes, ISOLATION_LEVELS,
 };
 pub use deallocate::{deallocate, Deallocate};
-pub use settings::{session_effects, SessionEffects, SessionOp};
+pub use settings::{session_effects, session_effects_of, SessionEffects, SessionOp};
+
+/// Which of a few words the text holds anywhere (in a literal or comment
+/// too: a superset is safe, the readers below then look closer), ASCII
+/// case aside. One pass over the text for all of them: the core asks on
+/// every simple query, and a window scan per word cost more than lexing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mentions(u8);
+
+impl Mentions {
+    const WORDS: [&'static [u8]; 7] = [
+        b"set", b"discard", b"u&", b"prepare", b"dealloc", b"copy", b"stdin",
+    ];
+    const SET: u8 = 1 << 0;
+    const DISCARD: u8 = 1 << 1;
+    const ESCAPE: u8 = 1 << 2;
+    const PREPARE: u8 = 1 << 3;
+    const DEALLOC: u8 = 1 << 4;
+    const COPY: u8 = 1 << 5;
+    const STDIN: u8 = 1 << 6;
+
+    /// Reads `sql` once.
+    pub fn of(sql: &[u8]) -> Mentions {
+        // The words' first letters (s, d, u, p, c) as a bit set: most
+        // bytes are passed over after one test.
+        let firsts = Self::WORDS.iter().fold(0, |m, w| m | letter_bit(w[0]));
+        let mut found = 0u8;
+        for i in 0..sql.len() {
+            if letter_bit(sql[i]) & firsts == 0 {
+                continue;
+            }
+            let rest = &sql[i..];
+            for (bit, w) in Self::WORDS.iter().enumerate() {
+                if rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w) {
+                    found |= 1 << bit;
+                }
+            }
+        }
+        Mentions(found)
+    }
+
+    fn has(self, bits: u8) -> bool {
+        self.0 & bits != 0
+    }
+
+    /// `set` (SET, RESET, set_config) or `discard`, or a `U&` escape that
+    /// could spell either: the text may change session settings.
+    pub fn session_words(self) -> bool {
+        self.has(Self::SET | Self::DISCARD | Self::ESCAPE)
+    }
+
+    /// A `U&` escape (an identifier or string spelled in code points).
+    pub fn escape(self) -> bool {
+        self.has(Self::ESCAPE)
+    }
+
+    /// PREPARE, DEALLOCATE or DISCARD: the text may change the session's
+    /// prepared statements.
+    pub fn prepared_words(self) -> bool {
+        self.has(Self::PREPARE | Self::DEALLOC | Self::DISCARD)
+    }
+
+    /// Both `copy` and `stdin`: the text may start a COPY FROM STDIN.
+    pub fn copy_in_words(self) -> bool {
+        self.0 & (Self::COPY | Self::STDIN) == Self::COPY | Self::STDIN
+    }
+}
+
+/// A bit for an ASCII letter (either case), 0 for any other byte.
+fn letter_bit(b: u8) -> u32 {
+    let l = (b | 0x20).wrapping_sub(b'a');
+    if l < 26 {
+        1 << l
+    } else {
+        0
+    }
+}
 
 enum Token {
     Word(Word),
@@ -239,5 +315,31 @@ impl Lexer<'_> {
                 Some(_) => return false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod mentions_tests {
+    use super::Mentions;
+
+    #[test]
+    fn mentions_finds_each_word_in_any_case() {
+        let m = |s: &str| Mentions::of(s.as_bytes());
+        assert_eq!(
+            m("SELECT abalance FROM pgbench_accounts WHERE aid = 1"),
+            Mentions::default()
+        );
+        assert!(m("ReSeT all").session_words());
+        assert!(m("select set_config('a','b',false)").session_words());
+        assert!(m("DISCARD ALL").session_words() && m("DISCARD ALL").prepared_words());
+        assert!(m("select U&\"d\\0061ta\"").escape());
+        assert!(m("PrePare x as select 1").prepared_words());
+        assert!(m("deallocate x").prepared_words());
+        assert!(m("COPY t FROM STDIN").copy_in_words());
+        assert!(!m("COPY t TO STDOUT").copy_in_words());
+        assert!(!m("prep").prepared_words());
+        // At the very end, and overlapping.
+        assert!(m("x set").session_words());
+        assert!(m("sset").session_words());
     }
 }

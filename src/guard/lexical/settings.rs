@@ -68,24 +68,25 @@ impl SessionEffects {
 /// dollar-quoted `DO` body, say) or a `U&` identifier that might spell it.
 /// Changes made inside functions are not seen.
 pub fn session_effects(sql: &[u8]) -> SessionEffects {
+    session_effects_of(sql, super::Mentions::of(sql))
+}
+
+/// [`session_effects`] for a text whose [`super::Mentions`] the caller
+/// read already.
+pub fn session_effects_of(sql: &[u8], mentions: super::Mentions) -> SessionEffects {
     let mut fx = SessionEffects::default();
-    // Every form needs one of these bytes: SET, RESET and set_config hold
+    // Every form needs one of these words: SET, RESET and set_config hold
     // `set` (which can be neither quoted away nor escaped but with `U&`),
     // DISCARD ALL holds `discard`. Most statements hold none.
-    let escaped = contains_ignore_case(sql, b"u&");
-    if !escaped && !contains_ignore_case(sql, b"set") && !contains_ignore_case(sql, b"discard") {
+    if !mentions.session_words() {
         return fx;
     }
+    let escaped = mentions.escape();
     let calls = scan(sql, &mut fx);
     if escaped || count_ignore_case(sql, b"set_config") > calls {
         fx.ops.push(SessionOp::Unknown);
     }
     fx
-}
-
-/// Whether `hay` holds `needle` (lower case), ASCII case aside.
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    count_ignore_case(hay, needle) > 0
 }
 
 /// How often `hay` holds `needle` (lower case), ASCII case aside.
