@@ -27,21 +27,21 @@ pub enum Stream {
 const FIRST_READ: usize = 2048;
 
 /// Waits until the socket is readable, then takes the first read step and
-/// reads without blocking (a spurious wake-up waits again, keeping the
-/// step). Cancel-safe, like `read_buf`: nothing is read until it returns.
+/// reads. Cancel-safe, like `read_buf`: nothing is read until it returns.
+///
+/// The read goes through `read_buf`, not `try_read_buf`: tokio's
+/// `poll_read` forgets the socket's readiness after a short read, while
+/// `try_read_buf` keeps it until a read fails, and the next wait on the
+/// client then cost a `recvfrom` that found nothing (one per transaction).
+/// After a spurious wake-up the step stays reserved while it waits.
 macro_rules! read_when_ready {
-    ($socket:expr, $buf:expr) => {
-        loop {
-            $socket.readable().await?;
-            if $buf.capacity() == 0 {
-                $buf.reserve(FIRST_READ);
-            }
-            match $socket.try_read_buf($buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => break r,
-            }
+    ($socket:expr, $buf:expr) => {{
+        $socket.readable().await?;
+        if $buf.capacity() == 0 {
+            $buf.reserve(FIRST_READ);
         }
-    };
+        $socket.read_buf($buf).await
+    }};
 }
 
 impl Stream {
