@@ -25,10 +25,14 @@ use sha2::{Digest, Sha256};
 /// to, the statements it prepared in-band, and the last verification.
 pub struct InbandSession {
     login: Login,
-    base: Identity,
+    /// A service login's own identity, which every transaction goes back
+    /// to. None for every other login: those never switch, and every idle
+    /// client would carry a copy.
+    base: Option<Box<Identity>>,
     tracker: Tracker,
-    /// The driver's answer for a token (the token's digest, and it).
-    verified: Option<([u8; 32], Verdict)>,
+    /// The driver's answer for a token (the token's digest, and it); boxed
+    /// for the same reason.
+    verified: Option<Box<([u8; 32], Verdict)>>,
 }
 
 /// A token's verification: its user, or the SQLSTATE and message to refuse
@@ -39,8 +43,8 @@ impl InbandSession {
     /// For a session that logged in as `login` with `identity`.
     pub fn new(login: Login, identity: &Identity) -> InbandSession {
         InbandSession {
+            base: login.service().map(|_| Box::new(identity.clone())),
             login,
-            base: identity.clone(),
             tracker: Tracker::default(),
             verified: None,
         }
@@ -77,7 +81,7 @@ impl Core {
     /// The driver's verification of `token`: the held message is taken up
     /// again with it.
     pub fn verified(&mut self, token: &str, verdict: Verdict) {
-        self.inband.verified = Some((digest(token), verdict));
+        self.inband.verified = Some(Box::new((digest(token), verdict)));
         let Link::Attached(a) = &mut self.link else {
             return;
         };
@@ -90,7 +94,7 @@ impl Core {
     /// for it and holds `frame`.
     fn verdict(&mut self, token: &str, frame: &Frame) -> Option<Verdict> {
         let d = digest(token);
-        if let Some((known, v)) = &self.inband.verified {
+        if let Some((known, v)) = self.inband.verified.as_deref() {
             if *known == d {
                 return Some(v.clone());
             }
@@ -309,6 +313,11 @@ impl Core {
     /// Makes the verified token's user the transaction's identity.
     fn switch_to(&mut self, verdict: Verdict, token: &str) -> Result<(), (&'static str, String)> {
         let identity = verdict?;
+        // Only a service login has an identity to go back to, so only it
+        // may switch (the callers refuse the others first).
+        if self.inband.base.is_none() {
+            return Err(("42501", inband::not_a_service_message().to_string()));
+        }
         match self.inband.tracker.switch(digest(token)) {
             Switch::Same => Ok(()),
             Switch::Different => Err(("42501", inband::second_token_message().to_string())),
@@ -342,7 +351,9 @@ impl Core {
     /// statement ends it mid-batch): the in-band user is gone.
     pub(super) fn inband_transaction_over(&mut self) {
         if self.inband.tracker.active() {
-            self.identity = self.inband.base.clone();
+            if let Some(base) = &self.inband.base {
+                self.identity = Identity::clone(base);
+            }
             self.encode_settings();
         }
         self.inband.tracker.transaction_over();
