@@ -228,6 +228,8 @@ impl ClientEntry {
     }
 
     /// Waits for a stop request that applies (see [`Self::poll_stopped`]).
+    /// The session polls it in its own `select!`; tests wait with this.
+    #[cfg(test)]
     pub async fn stopped(&self, between_transactions: bool) -> StopRequest {
         std::future::poll_fn(|cx| self.poll_stopped(cx, between_transactions)).await
     }

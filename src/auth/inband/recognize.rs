@@ -12,7 +12,9 @@ pub fn recognize(sql: &[u8]) -> Inband {
     // A first-letter test per byte: five-byte windows compared in full
     // cost more than everything else this function does.
     let names_it = (0..sql.len()).any(|i| {
-        (sql[i] | 0x20) == b't' && sql.len() - i >= 5 && sql[i..i + 5].eq_ignore_ascii_case(b"token")
+        (sql[i] | 0x20) == b't'
+            && sql.len() - i >= 5
+            && sql[i..i + 5].eq_ignore_ascii_case(b"token")
     });
     if !names_it {
         return Inband::None;

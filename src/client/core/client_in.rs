@@ -29,10 +29,6 @@ fn starts_batch(tag: u8) -> bool {
 /// is prepared on the connection: the client may have run DEALLOCATE,
 /// DISCARD or PREPARE by SQL. A substring test is deliberately broad: a
 /// false alarm only costs a re-prepare.
-/// Whether a query may be (or hold) a COPY FROM STDIN, the one COPY that
-/// makes the server read what follows as data: both words appear in it. It
-/// can only be a statement of the query itself, never run from inside a
-/// function.
 fn touches_prepared_statements(sql: &[u8]) -> bool {
     Mentions::of(sql).prepared_words()
 }
@@ -626,6 +622,10 @@ impl Core {
         let opens = matches!(effect, TxnEffect::Starts(_));
         a.queue.push(Expect::forward(Kind::Query).opening(opens));
         if injected && at_boundary {
+            // Only COPY FROM STDIN makes the server read what follows as
+            // data, and both its words then appear in the text: it can only
+            // be a statement of the query itself, never run from inside a
+            // function.
             self.trailing_sync(mentions.copy_in_words());
         }
         let Link::Attached(a) = &mut self.link else {
