@@ -10,7 +10,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{keys, pg, rowgate, token, RunningProxy, ISSUER};
+use support::{keys, pg, token, try_rowgate, RunningProxy, ISSUER};
 use tokio_postgres::error::SqlState;
 
 const INSTANCES: u16 = 3;
@@ -94,8 +94,34 @@ impl Drop for Haproxy {
 }
 
 /// Three instances of one config, differing only in `[peers] id`.
+///
+/// Each instance must know every peer's address before any of them
+/// starts, so the ports are picked first and bound later; in between,
+/// another process on a busy CI machine can take one (this happened). A
+/// lost port stops the whole set, which is tried again on fresh ports.
 async fn instances(db: &support::TestDb) -> Vec<RunningProxy> {
-    let ports: Vec<u16> = (0..INSTANCES).map(|_| free_port()).collect();
+    const TRIES: usize = 5;
+    for attempt in 1..=TRIES {
+        match try_instances(db).await {
+            Ok(set) => return set,
+            Err(e) if attempt < TRIES => eprintln!("instances: {e}; trying fresh ports"),
+            Err(e) => panic!("rowgate instances could not start in {TRIES} tries: {e}"),
+        }
+    }
+    unreachable!("the last try returns or panics")
+}
+
+async fn try_instances(
+    db: &support::TestDb,
+) -> Result<Vec<RunningProxy>, rowgate::client::StartError> {
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < usize::from(INSTANCES) {
+        // Probes close at once, so the kernel may hand out a port twice.
+        let port = free_port();
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
     let addresses: String = ports
         .iter()
         .enumerate()
@@ -112,9 +138,10 @@ async fn instances(db: &support::TestDb) -> Vec<RunningProxy> {
             keys().public_pem_path.display(),
             i + 1
         );
-        out.push(rowgate(&config).await);
+        // Dropping `out` on error stops the instances already started.
+        out.push(try_rowgate(&config).await?);
     }
-    out
+    Ok(out)
 }
 
 async fn through(lb: &Haproxy, dbname: &str, user: &str) -> tokio_postgres::Client {

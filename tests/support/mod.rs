@@ -15,7 +15,7 @@ mod raw;
 mod tokens;
 
 pub use jwks::{JwksMode, JwksServer};
-pub use proxy::{proxy_config, rowgate, RunningProxy};
+pub use proxy::{proxy_config, rowgate, try_rowgate, RunningProxy};
 pub use raw::RawClient;
 pub use tokens::{
     clerk_claims, keys, sign_hs256, sign_rs256, token, token_with, unix_now, TestKeys, AZP, ISSUER,

@@ -113,6 +113,13 @@ leeway_secs = 5
 
 /// Starts rowgate with `config_toml`.
 pub async fn rowgate(config_toml: &str) -> RunningProxy {
+    try_rowgate(config_toml).await.expect("rowgate starts")
+}
+
+/// Starts rowgate with `config_toml`, or says why it could not: for tests
+/// that must choose their ports before starting (peers that name each
+/// other) and so can lose a port to another process in between.
+pub async fn try_rowgate(config_toml: &str) -> Result<RunningProxy, rowgate::client::StartError> {
     if let Ok(filter) = std::env::var("ROWGATE_TEST_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -127,6 +134,6 @@ pub async fn rowgate(config_toml: &str) -> RunningProxy {
         .map(|t| t.dbname)
         .or_else(|| config.databases.keys().find(|k| *k != "*").cloned())
         .unwrap_or_else(|| "app".into());
-    let server = rowgate::start(config).await.expect("rowgate starts");
-    RunningProxy { server, dbname }
+    let server = rowgate::start(config).await?;
+    Ok(RunningProxy { server, dbname })
 }
