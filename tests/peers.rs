@@ -40,7 +40,20 @@ struct Haproxy {
 }
 
 impl Haproxy {
+    /// Like the instances, HAProxy binds a port chosen before it runs and
+    /// can lose it; if it exits without listening, try a fresh port.
     fn start(backends: &[u16]) -> Haproxy {
+        const TRIES: usize = 5;
+        for _ in 1..TRIES {
+            if let Some(lb) = Haproxy::try_start(backends) {
+                return lb;
+            }
+            eprintln!("haproxy exited without listening; trying a fresh port");
+        }
+        Haproxy::try_start(backends).expect("haproxy listens on one of five ports")
+    }
+
+    fn try_start(backends: &[u16]) -> Option<Haproxy> {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("rowgate-haproxy-{}-{port}", std::process::id()));
@@ -69,19 +82,23 @@ impl Haproxy {
             .unwrap_or_else(|e| {
                 panic!("cannot run haproxy (scripts/ensure-deps.sh installs it): {e}")
             });
+        let mut lb = Haproxy {
+            child,
+            port,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if matches!(lb.child.try_wait(), Ok(Some(_))) {
+                return None; // dropping `lb` removes its directory
+            }
             assert!(
                 Instant::now() < deadline,
                 "haproxy did not listen on {port}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Haproxy {
-            child,
-            port,
-            _dir: dir,
-        }
+        Some(lb)
     }
 }
 
